@@ -1,0 +1,1 @@
+"""Model-family adapters, one file each, registered with `@register_adapter` (see `llava_patch.registry`)."""

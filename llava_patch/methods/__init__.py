@@ -1,0 +1,1 @@
+"""Selection methods, one file each, registered by name (see `llava_patch.registry`)."""

@@ -1,0 +1,91 @@
+"""`apply()`: the two-line entry point, and the handle it returns."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .budget import resolve_keep
+from .methods.base import Selector
+from .registry import create_method, find_adapter
+
+_HANDLE_ATTRIBUTE = "_llava_patch_handle"
+
+
+class PatchHandle:
+    """A model patched with one selection method.
+
+    last_selection: per image of the last call, a 1-D LongTensor of kept patch indices, ascending.
+    last_scores: per image of the last call, a 1-D float tensor of the method's scores over all patches.
+    last_visual_tokens: per sample (prompt row) of the last call, visual tokens that reached the LLM.
+    """
+
+    def __init__(self, model: nn.Module, adapter, selector: Selector, keep: int, stop_at_select_layer: bool) -> None:
+        self.model = model
+        self.adapter = adapter
+        self.selector = selector
+        self.method = selector.name
+        self.keep = keep
+        self.stop_at_select_layer = stop_at_select_layer
+        self.last_selection: list[torch.Tensor] = []
+        self.last_scores: list[torch.Tensor] = []
+        self.last_visual_tokens: list[int] = []
+        self.active = True
+
+    def record(self, kept: torch.Tensor, scores: torch.Tensor, visual_tokens: list[int]) -> None:
+        self.last_selection = list(kept.detach())
+        self.last_scores = list(scores.detach())
+        self.last_visual_tokens = visual_tokens
+
+    def remove(self) -> None:
+        """Restore the model's original behaviour exactly. Removing twice is a no-op."""
+        if not self.active:
+            return
+        self.adapter.uninstall()
+        delattr(self.model, _HANDLE_ATTRIBUTE)
+        self.active = False
+
+    def __enter__(self) -> "PatchHandle":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "removed"
+        return f"PatchHandle(method={self.method!r}, keep={self.keep}, of={self.adapter.num_patches}, {state})"
+
+
+def apply(
+    model: nn.Module,
+    method: str,
+    *,
+    keep: int | None = None,
+    reduction_ratio: float | None = None,
+    stop_at_select_layer: bool = True,
+    **options,
+) -> PatchHandle:
+    """Patch `model` so that only `keep` visual tokens per image reach its language model.
+
+    method: a name from `llava_patch.methods()`; `options` are that method's own (e.g. vtc_cls's
+        `layers` and `ensemble`, random's `seed`).
+    keep / reduction_ratio: the per-image budget, exactly one of them (`none` takes neither).
+    stop_at_select_layer: skip the vision layers after the one LLaVA feeds to the projector.
+    Everything is checked before the model is touched: a ValueError leaves it as it was.
+    """
+    existing = getattr(model, _HANDLE_ATTRIBUTE, None)
+    if existing is not None:
+        raise RuntimeError(f"model is already patched ({existing!r}); call handle.remove() before applying again")
+    adapter = find_adapter(model)(model)
+    selector = create_method(method, options)
+    if selector.keeps_everything:
+        if keep is not None or reduction_ratio is not None:
+            raise ValueError(f"method {method!r} keeps every token; do not pass keep or reduction_ratio")
+        keep = adapter.num_patches
+    else:
+        keep = resolve_keep(keep, reduction_ratio, adapter.num_patches)
+    selector.cls_layers(adapter.select_layer)  # raises if the method's layers do not exist in this tower
+    handle = PatchHandle(model, adapter, selector, keep, stop_at_select_layer)
+    adapter.install(handle)
+    setattr(model, _HANDLE_ATTRIBUTE, handle)
+    return handle

@@ -1,0 +1,71 @@
+"""Run a CLIP-style vision tower up to the select layer and keep the selected patch features.
+
+Shared by every backend and model family: LLaVA-1.5, LLaVA-NeXT crops and Video-LLaVA frames all go
+through a transformers `CLIPVisionModel`; only what happens around it differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .cls_attention import record_cls_attention
+from .methods.base import SelectionInputs, Selector
+
+
+@dataclass
+class VisionSelection:
+    features: torch.Tensor  # (B, keep, D) select-layer features of the kept patches, ascending patch order
+    kept: torch.Tensor  # (B, keep) kept patch indices, ascending
+    scores: torch.Tensor  # (B, P) the selector's scores
+
+
+def clip_encoder(tower: nn.Module) -> nn.Module:
+    """The module holding `embeddings`, `pre_layrnorm` and `encoder.layers` of a CLIP vision tower."""
+    vision = getattr(tower, "vision_model", tower)
+    embeddings = getattr(vision, "embeddings", None)
+    if embeddings is None or not hasattr(embeddings, "class_embedding") or not hasattr(vision, "encoder"):
+        raise ValueError(
+            f"vision tower {type(tower).__name__} is not a CLIP-style encoder with a [CLS] token "
+            "(needs embeddings.class_embedding and encoder.layers)"
+        )
+    return vision
+
+
+def encode_and_select(
+    tower: nn.Module,
+    pixel_values: torch.Tensor,
+    selector: Selector,
+    keep: int,
+    select_layer: int,
+    stop_at_select_layer: bool = True,
+) -> VisionSelection:
+    """Encode images, score patches and gather the kept patches' select-layer features.
+
+    select_layer: 0-based index of the encoder layer whose output feeds the projector.
+    stop_at_select_layer: skip the layers after it (their output is never used by LLaVA); False runs
+        the whole tower as the original code does, for comparison.
+    """
+    vision = clip_encoder(tower)
+    layers = vision.encoder.layers
+    scored = {index: layers[index].self_attn for index in selector.cls_layers(select_layer)}
+    last = select_layer if stop_at_select_layer else len(layers) - 1
+    device = vision.embeddings.patch_embedding.weight.device
+    pixel_values = pixel_values.to(device)
+    with record_cls_attention(scored) as cls_rows:
+        hidden = vision.pre_layrnorm(vision.embeddings(pixel_values))
+        for index, layer in enumerate(layers[: last + 1]):
+            hidden = layer(hidden, None)
+            if index == select_layer:
+                selected = hidden
+    patches = selected[:, 1:]  # [CLS] dropped, as LLaVA's select_feature="patch"
+    inputs = SelectionInputs(
+        cls_attention={index: row[:, 1:] for index, row in cls_rows.items()},
+        pixel_values=pixel_values,
+        keep=keep,
+    )
+    kept, scores = selector.select(inputs, patches.shape[1])
+    features = patches.gather(1, kept.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
+    return VisionSelection(features=features, kept=kept, scores=scores)

@@ -1,0 +1,16 @@
+import pytest
+import torch
+
+from tiny import build_tiny_llava, load
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory):
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture
+def tiny_llava(tiny_llava_dir):
+    """A freshly loaded (model, processor) pair: tests may patch the model freely."""
+    torch.manual_seed(0)
+    return load(tiny_llava_dir)
