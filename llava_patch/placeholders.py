@@ -2,7 +2,7 @@
 
 Processors expand each image into as many placeholder tokens as the unpruned model needs (576 for
 LLaVA-1.5). After selection an image has fewer features, so the surplus placeholders leave the
-sequence; rows that shrink by different amounts are re-padded on the side they were padded on.
+sequence; rows are then re-padded, to the longest row, on the side they were padded on.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def shrink_placeholders(
             f"image(s) of {tokens_per_image} tokens each need {expected}; build the prompt with the model's "
             "processor so each image is expanded to its full placeholder count"
         )
-    keep_token = torch.ones_like(input_ids, dtype=torch.bool)
+    # Padding is rebuilt rather than carried: only attended tokens are kept, then rows are re-padded.
+    keep_token = attention_mask.bool().clone()
     visual_tokens = []
     image = 0
     for row in range(input_ids.shape[0]):
