@@ -5,10 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test setup clean
+.PHONY: test demo setup clean
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
+
+# The main job: every method and budget on one image (ARGS="--model DIR_OR_ID --image FILE").
+demo: $(STAMP)
+	$(VENV)/bin/python -m llava_patch.demo $(ARGS)
 
 setup: $(STAMP)
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tiny import build_tiny_llava, load
+from llava_patch.testing import build_tiny_llava, load
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaFo
 
 import llava_patch
 from llava_patch.budget import resolve_keep
-from tiny import NUM_PATCHES
+from llava_patch.testing import NUM_PATCHES
 
 
 def test_keep_for_ratio_matches_the_papers_budgets():

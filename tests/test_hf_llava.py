@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import llava_patch
-from tiny import NUM_PATCHES, prompt, random_image
+from llava_patch.testing import NUM_PATCHES, prompt, random_image
 
 QUESTIONS = ["what is in the image ?", "w1 w2 w3 w4 w5 describe the image", "colour ?"]
 PRUNING_METHODS = [("fastervlm", {}), ("vtc_cls", {"layers": 3}), ("random", {"seed": 3}), ("grid", {})]

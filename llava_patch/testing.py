@@ -1,5 +1,8 @@
 """Tiny random LLaVA-1.5-style checkpoints, built from configs and saved like real ones.
 
+Used by the test suite and the demo, where no real checkpoint can be downloaded. They load through
+the same `from_pretrained` / `AutoProcessor` code as real checkpoints; their outputs mean nothing.
+
 Vision: CLIP-style tower with [CLS], 56 px images, 7 px patches → 8×8 = 64 patches, 4 layers
 (so vision_feature_layer=-2 is encoder layer index 2 and VTC-CLS's default layers are 0, 1, 2).
 Language: 2-layer Llama with grouped-query attention. Tokenizer: word-level, made here.
@@ -45,7 +48,9 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_llava(directory: Path, seed: int = 0) -> Path:
+def build_tiny_llava(directory: str | Path, seed: int = 0) -> Path:
+    """Write a random tiny `LlavaForConditionalGeneration` checkpoint with its processor to `directory`."""
+    directory = Path(directory)
     tokenizer = make_tokenizer()
     vision = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
@@ -78,7 +83,7 @@ def build_tiny_llava(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def load(directory: Path, attn_implementation: str = "sdpa"):
+def load(directory: str | Path, attn_implementation: str = "sdpa"):
     model = LlavaForConditionalGeneration.from_pretrained(directory, attn_implementation=attn_implementation).eval()
     return model, AutoProcessor.from_pretrained(directory)
 
