@@ -173,3 +173,12 @@ def test_text_only_calls_pass_through(tiny_llava):
     with llava_patch.apply(model, "fastervlm", keep=3) as handle:
         assert torch.equal(_generate(model, ids), reference)
         assert handle.last_selection == []
+
+
+def test_the_projector_runs_on_the_kept_tokens_only(tiny_llava):
+    model, processor = tiny_llava
+    shapes = []
+    model.model.multi_modal_projector.register_forward_hook(lambda module, args, output: shapes.append(args[0].shape))
+    llava_patch.apply(model, "vtc_cls", keep=9)
+    _logits(model, _inputs(processor, [1, 2, 3]))
+    assert shapes == [torch.Size([3, 9, 32])]
