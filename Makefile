@@ -3,6 +3,8 @@
 # pyproject.toml changes.
 PYTHON ?= python3
 VENV := .venv
+# The original LLaVA codebase; its own pins (torch 2.0, transformers 4.36) conflict with ours, so no deps.
+LLAVA_REQUIREMENT := llava-torch==1.2.2.post1
 STAMP := $(VENV)/.installed
 
 .PHONY: test demo setup clean
@@ -16,12 +18,13 @@ demo: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	# torch first and pinned, so nothing pulls a different build.
 	$(VENV)/bin/python -m pip install --quiet torch==2.13.0
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet --no-deps $(LLAVA_REQUIREMENT)
 	touch $(STAMP)
 
 clean:

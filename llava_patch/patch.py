@@ -32,10 +32,10 @@ class PatchHandle:
         self.last_visual_tokens: list[int] = []
         self.active = True
 
-    def record(self, kept: torch.Tensor, scores: torch.Tensor, visual_tokens: list[int]) -> None:
+    def record_selection(self, kept: torch.Tensor, scores: torch.Tensor) -> None:
+        """Adapters call this with each batch's (images, keep) indices and (images, P) scores."""
         self.last_selection = list(kept.detach())
         self.last_scores = list(scores.detach())
-        self.last_visual_tokens = visual_tokens
 
     def remove(self) -> None:
         """Restore the model's original behaviour exactly. Removing twice is a no-op."""

@@ -48,31 +48,41 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_llava(directory: str | Path, seed: int = 0) -> Path:
-    """Write a random tiny `LlavaForConditionalGeneration` checkpoint with its processor to `directory`."""
-    directory = Path(directory)
-    tokenizer = make_tokenizer()
+def build_tiny_llava_config(vocab_size: int, pad_token_id: int = 0, image_token_id: int = 0) -> LlavaConfig:
+    """The tiny architecture: 4-layer CLIP-style tower (64 patches) and a 2-layer GQA Llama."""
     vision = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
         image_size=56, patch_size=7, projection_dim=16,
     )
     text = LlamaConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=len(tokenizer), max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=vocab_size, max_position_embeddings=2048, pad_token_id=pad_token_id, bos_token_id=1, eos_token_id=2,
     )
-    config = LlavaConfig(
-        vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+    return LlavaConfig(
+        vision_config=vision, text_config=text, image_token_id=image_token_id,
         vision_feature_layer=-2, vision_feature_select_strategy="default",
+    )
+
+
+def _spread_weights(module: torch.nn.Module) -> None:
+    """Larger-than-default weights: with the default init a model this small puts near-uniform [CLS]
+    attention on the patches (near-ties in top-k) and greedy decoding repeats one token."""
+    with torch.no_grad():
+        for parameter in module.parameters():
+            if parameter.ndim >= 2:
+                parameter.normal_(0.0, 0.3)
+
+
+def build_tiny_llava(directory: str | Path, seed: int = 0) -> Path:
+    """Write a random tiny `LlavaForConditionalGeneration` checkpoint with its processor to `directory`."""
+    directory = Path(directory)
+    tokenizer = make_tokenizer()
+    config = build_tiny_llava_config(
+        len(tokenizer), pad_token_id=tokenizer.pad_token_id, image_token_id=tokenizer.convert_tokens_to_ids("<image>")
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
-    # Larger-than-default weights: with the default init a model this small puts near-uniform [CLS]
-    # attention on the patches (near-ties in top-k) and greedy decoding repeats one token.
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim >= 2:
-                parameter.normal_(0.0, 0.3)
+    _spread_weights(model)
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
     processor = LlavaProcessor(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=7,
@@ -95,3 +105,78 @@ def random_image(seed: int, size: tuple[int, int] = (64, 80)) -> Image.Image:
 
 def prompt(question: str) -> str:
     return f"USER : <image> {question} ASSISTANT :"
+
+
+SPM_CORPUS = [
+    "A chat between a curious user and an artificial intelligence assistant.",
+    "The assistant gives helpful, detailed, and polite answers to the user's questions.",
+    "USER: What is shown in the image? ASSISTANT: A cat on a red sofa.",
+    "Answer the question using a single word or phrase. Yes No",
+    "Is there a dog in the image? Describe the colour and the shape of the object.",
+    "How many people are there? 1 2 3 4 5 6 7 8 9 0",
+]
+
+
+def build_tiny_llava_original(directory: str | Path, seed: int = 0) -> Path:
+    """Write a tiny checkpoint in the original LLaVA layout; returns the model directory.
+
+    `<directory>/clip-vit-tiny`: the CLIP vision tower (CLIPVisionModel + image processor config).
+    `<directory>/llava-v1.5-tiny`: config.json with `mm_*` fields (`mm_vision_tower` = the tower's
+    absolute path), fp16 Llama + `model.mm_projector` weights in model.safetensors, and a
+    sentencepiece `tokenizer.model` trained here (byte fallback, like Llama's) — what
+    `llava.model.builder.load_pretrained_model` reads for liuhaotian/llava-v1.5-7b.
+    """
+    import io
+    import json
+
+    import sentencepiece
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, CLIPVisionModel, LlamaForCausalLM
+
+    directory = Path(directory)
+    tower_dir, model_dir = directory / "clip-vit-tiny", directory / "llava-v1.5-tiny"
+    model_dir.mkdir(parents=True)
+    spm = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(SPM_CORPUS * 20), model_writer=spm, vocab_size=400, model_type="bpe",
+        byte_fallback=True, split_digits=True, add_dummy_prefix=True, normalization_rule_name="identity",
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, character_coverage=1.0, minloglevel=2,
+    )
+    (model_dir / "tokenizer.model").write_bytes(spm.getvalue())
+    (model_dir / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "pad_token": "<unk>", "add_bos_token": True, "add_eos_token": False, "legacy": False,
+        "model_max_length": 2048, "padding_side": "right",
+    }, indent=2))
+    vocab_size = len(AutoTokenizer.from_pretrained(model_dir))
+
+    reference = build_tiny_llava_config(vocab_size)
+    torch.manual_seed(seed)
+    tower = CLIPVisionModel(reference.vision_config)
+    language_model = LlamaForCausalLM(reference.text_config)
+    projector = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.GELU(), torch.nn.Linear(32, 32))
+    for module in (tower, language_model, projector):
+        _spread_weights(module)
+    tower.to(torch.float16).save_pretrained(tower_dir)
+    CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}).save_pretrained(tower_dir)
+
+    state = dict(language_model.state_dict())
+    state.update({f"model.mm_projector.{name}": tensor for name, tensor in projector.state_dict().items()})
+    save_file({name: tensor.to(torch.float16).contiguous() for name, tensor in state.items()},
+              model_dir / "model.safetensors", metadata={"format": "pt"})
+    text = reference.text_config
+    config = {
+        "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava_llama", "torch_dtype": "float16",
+        "vocab_size": vocab_size, "hidden_size": text.hidden_size, "intermediate_size": text.intermediate_size,
+        "num_hidden_layers": text.num_hidden_layers, "num_attention_heads": text.num_attention_heads,
+        "num_key_value_heads": text.num_key_value_heads, "hidden_act": "silu", "max_position_embeddings": 2048,
+        "rms_norm_eps": text.rms_norm_eps, "rope_theta": 10000.0, "rope_scaling": None, "tie_word_embeddings": False,
+        "pretraining_tp": 1, "attention_bias": False, "initializer_range": 0.02,
+        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "use_cache": True,
+        "mm_vision_tower": str(tower_dir.resolve()), "mm_hidden_size": 32, "mm_projector_type": "mlp2x_gelu",
+        "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "mm_patch_merge_type": "flat",
+        "image_aspect_ratio": "pad", "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
+        "tokenizer_padding_side": "right", "use_mm_proj": True, "tune_mm_mlp_adapter": False,
+    }
+    (model_dir / "config.json").write_text(json.dumps(config, indent=2))
+    return model_dir

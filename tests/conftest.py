@@ -14,3 +14,14 @@ def tiny_llava(tiny_llava_dir):
     """A freshly loaded (model, processor) pair: tests may patch the model freely."""
     torch.manual_seed(0)
     return load(tiny_llava_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_original(tmp_path_factory):
+    """(original-layout checkpoint dir, the same model converted to the transformers layout)."""
+    from llava_patch.convert import original_to_hf
+    from llava_patch.testing import build_tiny_llava_original
+
+    root = tmp_path_factory.mktemp("tiny-original")
+    original = build_tiny_llava_original(root)
+    return original, original_to_hf(original, root / "converted-hf")

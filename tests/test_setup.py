@@ -28,3 +28,10 @@ def test_torchvision_is_never_required():
 def test_ci_runs_the_readme_test_command():
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
     assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_the_original_llava_pin_is_the_same_everywhere():
+    from llava_patch.loading import LLAVA_REQUIREMENT
+
+    assert f"LLAVA_REQUIREMENT := {LLAVA_REQUIREMENT}" in (ROOT / "Makefile").read_text()
+    assert f"pip install --no-deps {LLAVA_REQUIREMENT}" in (ROOT / "environment.yml").read_text()

@@ -126,7 +126,8 @@ class HFLlavaAdapter(Adapter):
             pad_token_id=self._pad_token_id(),
             labels=arguments.get("labels"),
         )
-        handle.record(selection.kept, selection.scores, shrunk.visual_tokens)
+        handle.record_selection(selection.kept, selection.scores)
+        handle.last_visual_tokens = shrunk.visual_tokens
         return shrunk, {"image": BaseModelOutputWithPooling(pooler_output=list(features))}
 
     def _pad_token_id(self) -> int:

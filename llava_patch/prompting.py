@@ -1,0 +1,71 @@
+"""The prompt and image preprocessing of LLaVA-1.5's evaluation, shared by both backends.
+
+What both papers ran (LLaVA's `model_vqa_loader.py` and friends): the `vicuna_v1` conversation
+template with "<image>\\n" before the question, prompts tokenized chunk by chunk around the image
+(LLaVA's `tokenizer_image_token`), and `image_aspect_ratio=pad` — pad to a square with the CLIP mean
+colour, then the CLIP processor. Building token ids here, rather than with each backend's own
+processor, gives both backends exactly the same text tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+IMAGE_TOKEN = "<image>"
+VICUNA_V1_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+
+
+def vicuna_v1_prompt(question: str, with_image: bool = True) -> str:
+    """`conv_templates["vicuna_v1"]` with one user turn and an open assistant turn."""
+    user = f"{IMAGE_TOKEN}\n{question}" if with_image else question
+    return f"{VICUNA_V1_SYSTEM} USER: {user} ASSISTANT:"
+
+
+def tokenize_with_images(prompt: str, tokenizer, image_token_id: int, tokens_per_image: int = 1) -> list[int]:
+    """Token ids of `prompt` with each "<image>" replaced by `tokens_per_image` copies of `image_token_id`.
+
+    Like LLaVA's `tokenizer_image_token`: each text chunk is tokenized on its own (with the
+    tokenizer's BOS), the BOS is kept once at the start and dropped from every chunk.
+    """
+    chunks = [tokenizer(chunk).input_ids for chunk in prompt.split(IMAGE_TOKEN)]
+    has_bos = bool(chunks and chunks[0] and chunks[0][0] == tokenizer.bos_token_id)
+    offset = 1 if has_bos else 0
+    ids = [chunks[0][0]] if has_bos else []
+    for index, chunk in enumerate(chunks):
+        if index:
+            ids += [image_token_id] * tokens_per_image
+        ids += chunk[offset:]
+    return ids
+
+
+def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """Pad to a square, centred, with `background` (LLaVA's `expand2square`)."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    square = Image.new(image.mode, (side, side), background)
+    square.paste(image, ((side - width) // 2, (side - height) // 2))
+    return square
+
+
+def preprocess_images(images: list[Image.Image], image_processor) -> torch.Tensor:
+    """`image_aspect_ratio=pad` preprocessing: (N, 3, H, W) float32 pixel values."""
+    background = tuple(int(channel * 255) for channel in image_processor.image_mean)
+    squares = [expand_to_square(image.convert("RGB"), background) for image in images]
+    return image_processor(squares, return_tensors="pt")["pixel_values"]
+
+
+def left_pad(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (input_ids, attention_mask) for a batch of token rows."""
+    length = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for index, row in enumerate(rows):
+        input_ids[index, length - len(row) :] = torch.tensor(row, dtype=torch.long)
+        attention_mask[index, length - len(row) :] = 1
+    return input_ids, attention_mask
