@@ -15,8 +15,9 @@ _HANDLE_ATTRIBUTE = "_llava_patch_handle"
 class PatchHandle:
     """A model patched with one selection method.
 
-    last_selection: per image of the last call, a 1-D LongTensor of kept patch indices, ascending.
-    last_scores: per image of the last call, a 1-D float tensor of the method's scores over all patches.
+    last_selection: per image of the last call, a 1-D LongTensor of kept patch indices, ascending;
+        for multi-crop images (LLaVA-NeXT) and videos, a list of those per crop / frame.
+    last_scores: the method's scores over all patches, in the same structure.
     last_visual_tokens: per sample (prompt row) of the last call, visual tokens that reached the LLM.
     """
 
@@ -32,10 +33,10 @@ class PatchHandle:
         self.last_visual_tokens: list[int] = []
         self.active = True
 
-    def record_selection(self, kept: torch.Tensor, scores: torch.Tensor) -> None:
-        """Adapters call this with each batch's (images, keep) indices and (images, P) scores."""
-        self.last_selection = list(kept.detach())
-        self.last_scores = list(scores.detach())
+    def record(self, selection: list, scores: list) -> None:
+        """Adapters report each call's selection here (per image, or per image per crop/frame)."""
+        self.last_selection = selection
+        self.last_scores = scores
 
     def remove(self) -> None:
         """Restore the model's original behaviour exactly. Removing twice is a no-op."""

@@ -68,4 +68,4 @@ def encode_and_select(
     )
     kept, scores = selector.select(inputs, patches.shape[1])
     features = patches.gather(1, kept.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
-    return VisionSelection(features=features, kept=kept, scores=scores)
+    return VisionSelection(features=features, kept=kept, scores=scores.detach())

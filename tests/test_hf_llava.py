@@ -160,9 +160,9 @@ def test_prompts_without_full_placeholders_are_refused(tiny_llava):
     ids = inputs["input_ids"][0]
     first_placeholder = int((ids == model.config.image_token_id).nonzero()[0])
     short = torch.cat([ids[:first_placeholder], ids[first_placeholder + 1 :]])[None]  # one placeholder missing
-    with pytest.raises(ValueError, match="hold 63 image placeholder tokens .* 1 image\\(s\\) of 64 tokens"):
+    with pytest.raises(ValueError, match="hold 63 placeholder tokens .* 1 item\\(s\\) passed need 64"):
         model(input_ids=short, pixel_values=inputs["pixel_values"])
-    with pytest.raises(ValueError, match="inputs_embeds cannot be combined with pixel_values"):
+    with pytest.raises(ValueError, match="inputs_embeds cannot be combined with pixel inputs"):
         model(inputs_embeds=torch.zeros(1, 3, 32), pixel_values=inputs["pixel_values"])
 
 

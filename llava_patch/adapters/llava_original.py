@@ -73,7 +73,7 @@ class OriginalLlavaAdapter(Adapter):
                 self.select_layer,
                 handle.stop_at_select_layer,
             )
-            handle.record_selection(selection.kept, selection.scores)
+            handle.record(list(selection.kept), list(selection.scores))
             return model.get_model().mm_projector(selection.features.to(images.dtype))
 
         @functools.wraps(original_prepare)
