@@ -69,7 +69,8 @@ def apply(
     """Patch `model` so that only `keep` visual tokens per image reach its language model.
 
     method: a name from `llava_patch.methods()`; `options` are that method's own (e.g. vtc_cls's
-        `layers` and `ensemble`, random's `seed`).
+        `layers` and `ensemble`, random's `seed`) or the model family's (LLaVA-NeXT's `mode`,
+        Video-LLaVA's `keep_frame_cls`).
     keep / reduction_ratio: the per-image budget, exactly one of them (`none` takes neither).
     stop_at_select_layer: skip the vision layers after the one LLaVA feeds to the projector.
     Everything is checked before the model is touched: a ValueError leaves it as it was.
@@ -77,8 +78,10 @@ def apply(
     existing = getattr(model, _HANDLE_ATTRIBUTE, None)
     if existing is not None:
         raise RuntimeError(f"model is already patched ({existing!r}); call handle.remove() before applying again")
-    adapter = find_adapter(model)(model)
-    selector = create_method(method, options)
+    adapter_class = find_adapter(model)
+    model_options = {name: options.pop(name) for name in list(options) if name in adapter_class.options}
+    adapter = adapter_class(model, **model_options)
+    selector = create_method(method, options, model_options=list(adapter_class.options))
     if selector.keeps_everything:
         if keep is not None or reduction_ratio is not None:
             raise ValueError(f"method {method!r} keeps every token; do not pass keep or reduction_ratio")

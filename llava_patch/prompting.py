@@ -9,6 +9,8 @@ processor, gives both backends exactly the same text tokens.
 
 from __future__ import annotations
 
+import re
+
 import torch
 from PIL import Image
 
@@ -26,18 +28,27 @@ def vicuna_v1_prompt(question: str, with_image: bool = True) -> str:
 
 
 def tokenize_with_images(prompt: str, tokenizer, image_token_id: int, tokens_per_image: int = 1) -> list[int]:
-    """Token ids of `prompt` with each "<image>" replaced by `tokens_per_image` copies of `image_token_id`.
+    """Token ids of `prompt` with each "<image>" replaced by `tokens_per_image` copies of `image_token_id`."""
+    return tokenize_with_placeholders(prompt, tokenizer, {IMAGE_TOKEN: (image_token_id, tokens_per_image)})
 
-    Like LLaVA's `tokenizer_image_token`: each text chunk is tokenized on its own (with the
-    tokenizer's BOS), the BOS is kept once at the start and dropped from every chunk.
+
+def tokenize_with_placeholders(prompt: str, tokenizer, placeholders: dict[str, tuple[int, int]]) -> list[int]:
+    """Token ids of `prompt` with each marker (e.g. "<image>", "<video>") replaced by `count` copies of
+    its token id, for `placeholders` = {marker: (token id, count)}.
+
+    Like LLaVA's `tokenizer_image_token`: each text chunk between markers is tokenized on its own
+    (with the tokenizer's BOS), the BOS is kept once at the start and dropped from every chunk.
     """
-    chunks = [tokenizer(chunk).input_ids for chunk in prompt.split(IMAGE_TOKEN)]
-    has_bos = bool(chunks and chunks[0] and chunks[0][0] == tokenizer.bos_token_id)
+    pattern = "(" + "|".join(re.escape(marker) for marker in placeholders) + ")"
+    pieces = re.split(pattern, prompt)  # text, marker, text, marker, ..., text
+    chunks = [tokenizer(text).input_ids for text in pieces[::2]]
+    has_bos = bool(chunks[0] and chunks[0][0] == tokenizer.bos_token_id)
     offset = 1 if has_bos else 0
     ids = [chunks[0][0]] if has_bos else []
     for index, chunk in enumerate(chunks):
         if index:
-            ids += [image_token_id] * tokens_per_image
+            token_id, count = placeholders[pieces[2 * index - 1]]
+            ids += [token_id] * count
         ids += chunk[offset:]
     return ids
 

@@ -45,8 +45,9 @@ def methods() -> list[str]:
     return sorted(_METHODS)
 
 
-def create_method(name: str, options: dict[str, Any]):
-    """Instantiate method `name` with its options; unknown names and options raise ValueError."""
+def create_method(name: str, options: dict[str, Any], model_options: list[str] = ()):
+    """Instantiate method `name` with its options; unknown names and options raise ValueError
+    (naming the valid ones, and `model_options`, those of the model family)."""
     if name not in methods():
         raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(methods())}")
     cls = _METHODS[name]
@@ -56,7 +57,8 @@ def create_method(name: str, options: dict[str, Any]):
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         valid = ", ".join(accepted) if accepted else "none"
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for method {name!r}; valid options: {valid}")
+        family = f"; this model's options: {', '.join(model_options)}" if model_options else ""
+        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for method {name!r}; valid options: {valid}{family}")
     return cls(**options)
 
 

@@ -180,3 +180,62 @@ def build_tiny_llava_original(directory: str | Path, seed: int = 0) -> Path:
     }
     (model_dir / "config.json").write_text(json.dumps(config, indent=2))
     return model_dir
+
+
+TINY_GRID_PINPOINTS = [[56, 112], [112, 56], [112, 112], [56, 168], [168, 56]]  # LLaVA-NeXT's, scaled 336 → 56
+
+
+def build_tiny_llava_next(directory: str | Path, seed: int = 0) -> Path:
+    """Write a random tiny `LlavaNextForConditionalGeneration` checkpoint (56-px crops of 8×8 patches,
+    LLaVA-NeXT's grid pinpoints scaled to them) with its processor to `directory`."""
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil, LlavaNextProcessor
+
+    directory = Path(directory)
+    tokenizer = make_tokenizer()
+    base = build_tiny_llava_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids("<image>"))
+    config = LlavaNextConfig(
+        vision_config=base.vision_config, text_config=base.text_config, image_token_id=base.image_token_id,
+        image_grid_pinpoints=TINY_GRID_PINPOINTS, vision_feature_layer=-2, vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = LlavaNextForConditionalGeneration(config)
+    _spread_weights(model)
+    with torch.no_grad():
+        model.model.image_newline.normal_(0.0, 0.3)
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}, image_grid_pinpoints=TINY_GRID_PINPOINTS,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=7,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+    )
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def build_tiny_video_llava(directory: str | Path, seed: int = 0) -> Path:
+    """Write a random tiny `VideoLlavaForConditionalGeneration` checkpoint (image and video towers of
+    56-px, 8×8-patch CLIP-style encoders), its tokenizer (with `<video>`) and image processor.
+
+    transformers' Video-LLaVA processor needs torchvision for videos; inputs are built with
+    `llava_patch.video.video_llava_inputs` instead.
+    """
+    from transformers import VideoLlavaConfig, VideoLlavaForConditionalGeneration, VideoLlavaImageProcessor
+
+    directory = Path(directory)
+    tokenizer = make_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<video>"]})
+    base = build_tiny_llava_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids("<image>"))
+    config = VideoLlavaConfig(
+        vision_config=base.vision_config, text_config=base.text_config, image_token_id=base.image_token_id,
+        video_token_id=tokenizer.convert_tokens_to_ids("<video>"), vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = VideoLlavaForConditionalGeneration(config)
+    _spread_weights(model)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    VideoLlavaImageProcessor(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}).save_pretrained(directory)
+    return directory

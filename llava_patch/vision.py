@@ -20,6 +20,7 @@ class VisionSelection:
     features: torch.Tensor  # (B, keep, D) select-layer features of the kept patches, ascending patch order
     kept: torch.Tensor  # (B, keep) kept patch indices, ascending
     scores: torch.Tensor  # (B, P) the selector's scores
+    cls_feature: torch.Tensor  # (B, 1, D) the [CLS] token's select-layer feature (Video-LLaVA can keep it)
 
 
 def clip_encoder(tower: nn.Module) -> nn.Module:
@@ -68,4 +69,4 @@ def encode_and_select(
     )
     kept, scores = selector.select(inputs, patches.shape[1])
     features = patches.gather(1, kept.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
-    return VisionSelection(features=features, kept=kept, scores=scores.detach())
+    return VisionSelection(features=features, kept=kept, scores=scores.detach(), cls_feature=selected[:, :1])

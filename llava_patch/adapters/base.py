@@ -40,6 +40,7 @@ class Adapter:
     patch, before anything is changed) and wire the handle's selector in with `install`."""
 
     model_description: ClassVar[str]
+    options: ClassVar[dict[str, object]] = {}  # model-family options `apply` accepts (name → default)
     num_patches: int  # patch tokens per image (crop, frame) before pruning
     select_layer: int  # 0-based encoder layer whose output feeds the projector
 
