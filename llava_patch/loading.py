@@ -54,9 +54,12 @@ class VLM:
             raise ValueError(f"{len(images)} images but {len(questions)} questions")
         input_ids, attention_mask = left_pad([self.prompt_ids(q) for q in questions], self.pad_token_id)
         device = self.model.device
-        pixel_values = preprocess_images(images, self.image_processor).to(device, self.model.dtype)
-        return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
-                self.image_argument: pixel_values}
+        return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device), **self.pixel_inputs(images)}
+
+    def pixel_inputs(self, images: list[Image.Image]) -> dict:
+        """`image_aspect_ratio=pad` pixels under the model's keyword, on its device and dtype."""
+        pixels = preprocess_images(images, self.image_processor)
+        return {self.image_argument: pixels.to(self.model.device, self.model.dtype)}
 
     def forward(self, inputs: dict[str, torch.Tensor]):
         return self.model(**inputs)
@@ -105,6 +108,16 @@ class LlavaVLM(VLM):
 
     def new_tokens(self, output, inputs):
         return output  # the original generate() runs from inputs_embeds and returns only new tokens
+
+    def pixel_inputs(self, images: list[Image.Image]) -> dict:
+        if getattr(self.model.config, "image_aspect_ratio", None) != "anyres":
+            return super().pixel_inputs(images)
+        from llava.mm_utils import process_images  # LLaVA-NeXT: base image + grid crops, LLaVA's own code
+
+        crops = process_images(images, self.image_processor, self.model.config)
+        device, dtype = self.model.device, self.model.dtype
+        crops = crops.to(device, dtype) if isinstance(crops, torch.Tensor) else [c.to(device, dtype) for c in crops]
+        return {"images": crops, "image_sizes": [image.size for image in images]}
 
 
 def load_model(

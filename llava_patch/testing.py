@@ -117,8 +117,11 @@ SPM_CORPUS = [
 ]
 
 
-def build_tiny_llava_original(directory: str | Path, seed: int = 0) -> Path:
+def build_tiny_llava_original(directory: str | Path, seed: int = 0, anyres: bool = False) -> Path:
     """Write a tiny checkpoint in the original LLaVA layout; returns the model directory.
+
+    anyres=True writes a LLaVA-NeXT (v1.6) one instead: `image_aspect_ratio="anyres"`, spatial_unpad
+    merge with a learned `model.image_newline`, and `TINY_GRID_PINPOINTS`.
 
     `<directory>/clip-vit-tiny`: the CLIP vision tower (CLIPVisionModel + image processor config).
     `<directory>/llava-v1.5-tiny`: config.json with `mm_*` fields (`mm_vision_tower` = the tower's
@@ -134,7 +137,7 @@ def build_tiny_llava_original(directory: str | Path, seed: int = 0) -> Path:
     from transformers import AutoTokenizer, CLIPVisionModel, LlamaForCausalLM
 
     directory = Path(directory)
-    tower_dir, model_dir = directory / "clip-vit-tiny", directory / "llava-v1.5-tiny"
+    tower_dir, model_dir = directory / "clip-vit-tiny", directory / ("llava-v1.6-tiny" if anyres else "llava-v1.5-tiny")
     model_dir.mkdir(parents=True)
     spm = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
@@ -162,6 +165,8 @@ def build_tiny_llava_original(directory: str | Path, seed: int = 0) -> Path:
 
     state = dict(language_model.state_dict())
     state.update({f"model.mm_projector.{name}": tensor for name, tensor in projector.state_dict().items()})
+    if anyres:
+        state["model.image_newline"] = torch.randn(32) * 0.3
     save_file({name: tensor.to(torch.float16).contiguous() for name, tensor in state.items()},
               model_dir / "model.safetensors", metadata={"format": "pt"})
     text = reference.text_config
@@ -178,6 +183,8 @@ def build_tiny_llava_original(directory: str | Path, seed: int = 0) -> Path:
         "image_aspect_ratio": "pad", "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
         "tokenizer_padding_side": "right", "use_mm_proj": True, "tune_mm_mlp_adapter": False,
     }
+    if anyres:
+        config.update(image_aspect_ratio="anyres", mm_patch_merge_type="spatial_unpad", image_grid_pinpoints=TINY_GRID_PINPOINTS)
     (model_dir / "config.json").write_text(json.dumps(config, indent=2))
     return model_dir
 

@@ -1,10 +1,18 @@
-"""LLaVA-1.5 on the original LLaVA codebase (`llava` package, haotian-liu/LLaVA v1.2.2.post1).
+"""LLaVA-1.5 and LLaVA-NeXT (v1.6) on the original LLaVA codebase (`llava` package, v1.2.2.post1).
 
 The original model splices whatever `encode_images` returns into the sequence in place of each
-single `IMAGE_TOKEN_INDEX` (−200), with contiguous positions. So pruning there is one wrapped method:
-`encode_images` runs the same shared encoder/selector as the transformers backend and projects only
-the kept patches. `prepare_inputs_labels_for_multimodal` is wrapped only to measure how many visual
-tokens each sample actually carried into the language model.
+single `IMAGE_TOKEN_INDEX` (−200), with contiguous positions, so no placeholders need resizing.
+
+- LLaVA-1.5 (`mm_patch_merge_type="flat"`): `encode_images` is wrapped to run the shared encoder and
+  selector and project only the kept patches.
+- LLaVA-NeXT (`image_aspect_ratio="anyres"`): the original merges crops inside
+  `prepare_inputs_labels_for_multimodal` assuming full crops, so that method is wrapped: the crops are
+  encoded and selected here, laid out by `llava_patch.anyres` ("native": the checkpoint's
+  spatial_unpad with newlines; "paper": FasterVLM's fixed 672×672 grid without unpad or newlines,
+  set in the config while patched), and handed to the original method through `encode_images`.
+
+`prepare_inputs_labels_for_multimodal` also measures how many visual tokens each sample carried
+into the language model.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import functools
 import torch
 from torch import nn
 
+from ..anyres import MODES, arrange_crops, paper_grid_pinpoints
 from ..registry import register_adapter
 from ..vision import encode_and_select
 from .base import Adapter, bind_call, select_layer_index
@@ -31,23 +40,27 @@ def _llava_model_class():
 
 @register_adapter
 class OriginalLlavaAdapter(Adapter):
-    model_description = "original LLaVA codebase LlavaLlamaForCausalLM (llava-torch==1.2.2.post1; LLaVA-1.5)"
+    model_description = ("original LLaVA codebase LlavaLlamaForCausalLM (llava-torch==1.2.2.post1; LLaVA-1.5, "
+                         "and LLaVA-NeXT with option mode='native'|'paper')")
+    options = {"mode": "native"}
 
     @classmethod
     def supports(cls, model: nn.Module) -> bool:
         model_class = _llava_model_class()
         return model_class is not None and isinstance(model, model_class)
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, mode: str = "native") -> None:
         super().__init__(model)
         config = model.config
+        self.anyres = getattr(config, "image_aspect_ratio", None) == "anyres"
         merge = getattr(config, "mm_patch_merge_type", "flat")
-        aspect = getattr(config, "image_aspect_ratio", "square")
-        if merge != "flat" or aspect == "anyres":
-            raise ValueError(
-                f"mm_patch_merge_type={merge!r}, image_aspect_ratio={aspect!r}: this adapter handles LLaVA-1.5 "
-                "(one 336-px crop per image, flat merge); multi-crop LLaVA v1.6 is not supported yet"
-            )
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; LLaVA-NeXT modes are {', '.join(MODES)}")
+        if not self.anyres and (merge != "flat" or mode != "native"):
+            raise ValueError(f"mm_patch_merge_type={merge!r}, mode={mode!r}: without image_aspect_ratio='anyres' "
+                             "this is a LLaVA-1.5 checkpoint (flat merge; mode applies to LLaVA-NeXT)")
+        if self.anyres and mode == "native" and merge != "spatial_unpad":
+            raise ValueError(f"mm_patch_merge_type={merge!r}: native mode is the checkpoint's spatial_unpad layout")
         self.vision_tower = model.get_vision_tower()
         if self.vision_tower is None or not getattr(self.vision_tower, "is_loaded", False):
             raise ValueError("the model's vision tower is not loaded; load the checkpoint with load_pretrained_model first")
@@ -55,34 +68,40 @@ class OriginalLlavaAdapter(Adapter):
             raise ValueError(f"mm_vision_select_feature={self.vision_tower.select_feature!r}: pruning needs 'patch'")
         clip = self.vision_tower.vision_tower
         self.select_layer = select_layer_index(self.vision_tower.select_layer, clip.config.num_hidden_layers)
-        self.num_patches = self.vision_tower.num_patches
+        self.side = self.vision_tower.num_patches_per_side
+        self.num_patches = self.vision_tower.num_patches  # per crop
+        self.mode = mode
+        self.original_layout = (merge, getattr(config, "image_grid_pinpoints", None))
         self.handle = None
 
     def install(self, handle) -> None:
         self.handle = handle
-        model = self.model
+        model, config = self.model, self.model.config
+        if self.anyres and self.mode == "paper":
+            config.mm_patch_merge_type = "spatial"  # no unpad, no newline
+            config.image_grid_pinpoints = paper_grid_pinpoints(self.vision_tower.config.image_size)
         original_prepare = model.prepare_inputs_labels_for_multimodal
+        prepared: list[list[torch.Tensor]] = []  # NeXT features made by the wrapper below, for encode_images
 
-        def encode_images(images: torch.Tensor) -> torch.Tensor:
-            tower = self.vision_tower
-            selection = encode_and_select(
-                tower.vision_tower,
-                images.to(device=tower.device, dtype=tower.dtype),
-                handle.selector,
-                handle.keep,
-                self.select_layer,
-                handle.stop_at_select_layer,
-            )
+        def encode_images(images: torch.Tensor):
+            if prepared:
+                return prepared.pop()
+            selection = self._select(images)
             handle.record(list(selection.kept), list(selection.scores))
             return model.get_model().mm_projector(selection.features.to(images.dtype))
 
         @functools.wraps(original_prepare)
         def prepare_inputs_labels_for_multimodal(*args, **kwargs):
             arguments = bind_call(original_prepare, args, kwargs)
-            outputs = original_prepare(*args, **kwargs)
-            input_ids = arguments["input_ids"]
-            if arguments.get("images") is not None and input_ids.shape[1] > 1:
-                handle.last_visual_tokens = _visual_tokens(input_ids, arguments.get("attention_mask"), outputs)
+            images, input_ids = arguments.get("images"), arguments["input_ids"]
+            if images is None or input_ids.shape[1] == 1:
+                return original_prepare(**arguments)
+            if type(images) is list or images.ndim == 5:
+                prepared.append(self._next_features(images, arguments.get("image_sizes")))
+                # A 4-D stand-in takes the original's one-crop branch, which calls encode_images once.
+                arguments["images"] = torch.empty(len(prepared[0]), 0, 0, 0)
+            outputs = original_prepare(**arguments)
+            handle.last_visual_tokens = _visual_tokens(input_ids, arguments.get("attention_mask"), outputs)
             return outputs
 
         model.encode_images = encode_images
@@ -91,7 +110,33 @@ class OriginalLlavaAdapter(Adapter):
     def uninstall(self) -> None:
         del self.model.encode_images
         del self.model.prepare_inputs_labels_for_multimodal
+        self.model.config.mm_patch_merge_type, pinpoints = self.original_layout
+        if pinpoints is not None:
+            self.model.config.image_grid_pinpoints = pinpoints
         self.handle = None
+
+    def _select(self, crops: torch.Tensor):
+        tower, handle = self.vision_tower, self.handle
+        return encode_and_select(tower.vision_tower, crops.to(device=tower.device, dtype=tower.dtype), handle.selector,
+                                 handle.keep, self.select_layer, handle.stop_at_select_layer)
+
+    def _next_features(self, images, image_sizes) -> list[torch.Tensor]:
+        from llava.mm_utils import get_anyres_image_grid_shape
+        from llava.model.llava_arch import unpad_image
+
+        model, config = self.model, self.model.config
+        images = [crops if crops.ndim == 4 else crops.unsqueeze(0) for crops in images]
+        counts = [crops.shape[0] for crops in images]
+        selection = self._select(torch.cat(images))
+        projected = model.get_model().mm_projector(selection.features.to(images[0].dtype))
+        features = []
+        for kept, crops, size in zip(selection.kept.split(counts), projected.split(counts), image_sizes):
+            cols, rows = get_anyres_image_grid_shape(size, config.image_grid_pinpoints, self.vision_tower.config.image_size)
+            unpad = lambda index_map, size=size: unpad_image(index_map, size)  # noqa: E731
+            features.append(arrange_crops(kept, crops, (rows, cols), self.side, self.mode, unpad, model.get_model().image_newline))
+        self.handle.record([list(kept) for kept in selection.kept.split(counts)],
+                           [list(scores) for scores in selection.scores.split(counts)])
+        return features
 
 
 def _visual_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, outputs: tuple) -> list[int]:
