@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from . import apply
+from .media import read_image
 from .testing import build_tiny_llava, random_image
 
 RATIOS = (0.75, 0.9, 0.95)
@@ -29,9 +30,9 @@ def load_image(path: str | None) -> Image.Image:
     if path is None:
         return random_image(0, size=(336, 448))
     try:
-        return Image.open(path).convert("RGB")
+        return read_image(path)
     except (OSError, ValueError) as error:
-        raise SystemExit(f"--image {path}: cannot read it as an image ({error})") from error
+        raise SystemExit(f"--image {error}") from error
 
 
 def load_model(path: str | None, device: str):

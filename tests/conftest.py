@@ -25,3 +25,17 @@ def tiny_original(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-original")
     original = build_tiny_llava_original(root)
     return original, original_to_hf(original, root / "converted-hf")
+
+
+@pytest.fixture(scope="session")
+def tiny_next_dir(tmp_path_factory):
+    from llava_patch.testing import build_tiny_llava_next
+
+    return build_tiny_llava_next(tmp_path_factory.mktemp("tiny-next"))
+
+
+@pytest.fixture(scope="session")
+def tiny_original_next(tmp_path_factory):
+    from llava_patch.testing import build_tiny_llava_original
+
+    return build_tiny_llava_original(tmp_path_factory.mktemp("tiny-original-next"), anyres=True)

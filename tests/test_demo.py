@@ -25,7 +25,7 @@ def test_demo_refuses_to_overwrite_and_names_bad_files(tiny_llava_dir, tmp_path)
     assert existing.read_text() == "keep me\n"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
-    with pytest.raises(SystemExit, match="--image .*broken.png: cannot read it as an image"):
+    with pytest.raises(SystemExit, match="--image .*broken.png: cannot be read as an image"):
         demo.main(["--model", str(tiny_llava_dir), "--image", str(broken)])
     with pytest.raises(SystemExit, match="--model .*missing: cannot load"):
         demo.main(["--model", str(tmp_path / "missing")])

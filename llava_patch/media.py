@@ -1,4 +1,4 @@
-"""Video input without torchvision: PyAV decoding, Video-LLaVA's frame sampling, and model inputs.
+"""Reading images and videos (errors name the file), and Video-LLaVA's inputs without torchvision.
 
 Video-LLaVA samples `num_frames` (8) frames uniformly over the whole video — frame indices
 `linspace(0, n−1, 8)` truncated to integers, as its decord loader does — and preprocesses each like
@@ -17,6 +17,17 @@ from PIL import Image
 from .prompting import left_pad, tokenize_with_placeholders
 
 VIDEO_TOKEN, IMAGE_TOKEN = "<video>", "<image>"
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """An RGB image from a file; errors name the file."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{path}: no such image file") from error
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: cannot be read as an image ({error})") from error
 
 
 def sample_indices(total_frames: int, num_frames: int) -> list[int]:
