@@ -39,3 +39,10 @@ def tiny_original_next(tmp_path_factory):
     from llava_patch.testing import build_tiny_llava_original
 
     return build_tiny_llava_original(tmp_path_factory.mktemp("tiny-original-next"), anyres=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_video_dir(tmp_path_factory):
+    from llava_patch.testing import build_tiny_video_llava
+
+    return build_tiny_video_llava(tmp_path_factory.mktemp("tiny-video-llava"))
