@@ -146,7 +146,11 @@ def _load_hf(source: str, dtype: torch.dtype, device: str) -> HFVLM:
 
     local = Path(source)
     if local.exists():
-        read_config(local / "config.json")
+        model_type = read_config(local / "config.json").get("model_type")
+        if model_type != "llava":
+            raise ValueError(f"{local / 'config.json'}: model_type {model_type!r}; backend 'hf' loads LLaVA-1.5 "
+                             "('llava'). Load LLaVA-NeXT / Video-LLaVA with transformers and call llava_patch.apply, "
+                             "or use backend 'llava' for original v1.6 checkpoints")
     model = LlavaForConditionalGeneration.from_pretrained(source, dtype=dtype, trust_remote_code=False)
     processor = AutoProcessor.from_pretrained(source, trust_remote_code=False)
     return HFVLM(model.to(device).eval(), processor, source)
