@@ -36,22 +36,54 @@ def sample_indices(total_frames: int, num_frames: int) -> list[int]:
 
 
 def read_video(path: str | Path, num_frames: int = 8) -> list[Image.Image]:
-    """Decode `num_frames` uniformly sampled RGB frames; errors name the file."""
+    """Decode `num_frames` uniformly sampled RGB frames; errors name the file.
+
+    Only the sampled frames are kept in memory. The frame count comes from the container's metadata
+    when it has one that decoding confirms, otherwise from a counting pass over the stream.
+    """
     import av
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such video file")
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError(f"{path}: has no video stream")
-            frames = [frame.to_image() for frame in container.decode(video=0)]
+        total = _declared_frames(path)
+        frames = _decode(path, sample_indices(total, num_frames)) if total >= num_frames else []
+        if len(frames) < num_frames:  # no or wrong metadata: count the frames, then sample
+            total = sum(1 for _ in _frames(path))
+            if total < num_frames:
+                raise ValueError(f"{path}: {total} frame(s), fewer than the {num_frames} Video-LLaVA samples")
+            frames = _decode(path, sample_indices(total, num_frames))
     except av.FFmpegError as error:
         raise ValueError(f"{path}: cannot be decoded as a video ({error})") from error
-    if len(frames) < num_frames:
-        raise ValueError(f"{path}: {len(frames)} frame(s), fewer than the {num_frames} Video-LLaVA samples")
-    return [frames[index].convert("RGB") for index in sample_indices(len(frames), num_frames)]
+    return frames
+
+
+def _frames(path: Path):
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path}: has no video stream")
+        yield from container.decode(video=0)
+
+
+def _declared_frames(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return container.streams.video[0].frames if container.streams.video else 0
+
+
+def _decode(path: Path, indices: list[int]) -> list[Image.Image]:
+    """The frames at `indices` (ascending, repeats allowed), stopping after the last one."""
+    wanted, found = set(indices), {}
+    for index, frame in enumerate(_frames(path)):
+        if index in wanted:
+            found[index] = frame.to_image().convert("RGB")
+        if index >= indices[-1]:
+            break
+    return [found[index] for index in indices if index in found]
 
 
 def video_llava_inputs(

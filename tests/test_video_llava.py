@@ -132,3 +132,12 @@ def test_unreadable_or_short_videos_and_images_are_named(tmp_path):
         read_image(broken)
     with pytest.raises(FileNotFoundError, match="absent.png: no such image file"):
         read_image(tmp_path / "absent.png")
+
+
+def test_a_video_with_a_declared_frame_count_is_sampled_the_same_way(tmp_path):
+    path = tmp_path / "grey-ramp.mp4"
+    _write_video(path, frames=20, codec="mpeg4")
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 20  # mp4 declares its count: the metadata path
+    levels = [np.asarray(frame).mean() for frame in read_video(path)]
+    assert np.allclose(levels, [10 * index for index in sample_indices(20, 8)], atol=3)  # lossy codec
