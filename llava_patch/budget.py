@@ -18,13 +18,20 @@ def keep_for_ratio(reduction_ratio: float, num_tokens: int) -> int:
     return math.floor(num_tokens * (1.0 - reduction_ratio) + 0.5 + 1e-9)
 
 
-def resolve_keep(keep: int | None, reduction_ratio: float | None, num_tokens: int) -> int:
-    """The absolute per-image budget from exactly one of `keep` or `reduction_ratio`."""
+def resolve_keep(keep: int | None, reduction_ratio: float | None, num_tokens: int | None) -> int | None:
+    """The absolute per-image budget from exactly one of `keep` or `reduction_ratio`.
+
+    num_tokens=None: budgets relative to each sample (FastV's); only validated, `keep` is returned as
+    given and a ratio gives None (it is applied per sample later).
+    """
     if keep is not None and reduction_ratio is not None:
         raise ValueError("pass either keep or reduction_ratio, not both")
     if keep is None and reduction_ratio is None:
         raise ValueError("pass a budget: keep=<tokens per image> or reduction_ratio=<fraction pruned>")
     if reduction_ratio is not None:
+        if num_tokens is None:
+            keep_for_ratio(reduction_ratio, 1)  # range check only
+            return None
         keep = keep_for_ratio(reduction_ratio, num_tokens)
         if keep < 1:
             raise ValueError(
@@ -33,6 +40,8 @@ def resolve_keep(keep: int | None, reduction_ratio: float | None, num_tokens: in
         return keep
     if isinstance(keep, bool) or not isinstance(keep, int):
         raise ValueError(f"keep must be an int, got {keep!r}")
-    if not 1 <= keep <= num_tokens:
+    if keep < 1:
+        raise ValueError(f"keep={keep}: at least 1 token must be kept")
+    if num_tokens is not None and keep > num_tokens:
         raise ValueError(f"keep={keep} is outside [1, {num_tokens}] (this model has {num_tokens} patch tokens per image)")
     return keep

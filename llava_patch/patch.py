@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .budget import resolve_keep
+from .fastv_llm import FastVForward, FastVState
 from .methods.base import Selector
 from .registry import create_method, find_adapter
 
@@ -18,19 +19,26 @@ class PatchHandle:
     last_selection: per image of the last call, a 1-D LongTensor of kept patch indices, ascending;
         for multi-crop images (LLaVA-NeXT) and videos, a list of those per crop / frame.
     last_scores: the method's scores over all patches, in the same structure.
-    last_visual_tokens: per sample (prompt row) of the last call, visual tokens that reached the LLM.
+    last_visual_tokens: per sample (prompt row) of the last call, visual tokens that reached the LLM
+        (for `fastv`: those kept from layer K on).
+    last_equivalent_visual_tokens: `fastv` only: the layer-averaged count (K·N + (layers−K)·kept)/layers
+        that SparseVLM/VisionZip-style tables report.
     """
 
-    def __init__(self, model: nn.Module, adapter, selector: Selector, keep: int, stop_at_select_layer: bool) -> None:
+    def __init__(self, model: nn.Module, adapter, selector: Selector, keep: int | None, stop_at_select_layer: bool,
+                 llm_state: FastVState | None = None) -> None:
         self.model = model
         self.adapter = adapter
         self.selector = selector
         self.method = selector.name
-        self.keep = keep
+        self.keep = keep  # per image (crop, frame); for fastv per sample, None with a reduction ratio
+        self.vision_keep = adapter.num_patches if selector.prunes_in_llm else keep
         self.stop_at_select_layer = stop_at_select_layer
+        self.llm_state = llm_state
         self.last_selection: list[torch.Tensor] = []
         self.last_scores: list[torch.Tensor] = []
         self.last_visual_tokens: list[int] = []
+        self.last_equivalent_visual_tokens: list[float] | None = None
         self.active = True
 
     def record(self, selection: list, scores: list) -> None:
@@ -43,6 +51,8 @@ class PatchHandle:
         if not self.active:
             return
         self.adapter.uninstall()
+        if self.llm_state is not None:
+            del self.adapter.language_model().forward
         delattr(self.model, _HANDLE_ATTRIBUTE)
         self.active = False
 
@@ -82,14 +92,21 @@ def apply(
     model_options = {name: options.pop(name) for name in list(options) if name in adapter_class.options}
     adapter = adapter_class(model, **model_options)
     selector = create_method(method, options, model_options=list(adapter_class.options))
+    llm_state = None
     if selector.keeps_everything:
         if keep is not None or reduction_ratio is not None:
             raise ValueError(f"method {method!r} keeps every token; do not pass keep or reduction_ratio")
         keep = adapter.num_patches
+    elif selector.prunes_in_llm:  # the budget is per sample, checked against its image tokens at run time
+        resolve_keep(keep, reduction_ratio, num_tokens=None)
+        llm_state = FastVState(layer=selector.layer, keep=keep, reduction_ratio=reduction_ratio)
     else:
         keep = resolve_keep(keep, reduction_ratio, adapter.num_patches)
     selector.cls_layers(adapter.select_layer)  # raises if the method's layers do not exist in this tower
-    handle = PatchHandle(model, adapter, selector, keep, stop_at_select_layer)
+    handle = PatchHandle(model, adapter, selector, keep, stop_at_select_layer, llm_state)
+    llm_forward = FastVForward(adapter.language_model(), llm_state, handle) if llm_state else None
     adapter.install(handle)
+    if llm_forward is not None:
+        adapter.language_model().forward = llm_forward
     setattr(model, _HANDLE_ATTRIBUTE, handle)
     return handle

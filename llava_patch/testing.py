@@ -5,7 +5,7 @@ the same `from_pretrained` / `AutoProcessor` code as real checkpoints; their out
 
 Vision: CLIP-style tower with [CLS], 56 px images, 7 px patches → 8×8 = 64 patches, 4 layers
 (so vision_feature_layer=-2 is encoder layer index 2 and VTC-CLS's default layers are 0, 1, 2).
-Language: 2-layer Llama with grouped-query attention. Tokenizer: word-level, made here.
+Language: 4-layer Llama with grouped-query attention. Tokenizer: word-level, made here.
 """
 
 from __future__ import annotations
@@ -49,13 +49,13 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_tiny_llava_config(vocab_size: int, pad_token_id: int = 0, image_token_id: int = 0) -> LlavaConfig:
-    """The tiny architecture: 4-layer CLIP-style tower (64 patches) and a 2-layer GQA Llama."""
+    """The tiny architecture: 4-layer CLIP-style tower (64 patches) and a 4-layer GQA Llama (FastV prunes at layer 2)."""
     vision = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
         image_size=56, patch_size=7, projection_dim=16,
     )
     text = LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
         vocab_size=vocab_size, max_position_embeddings=2048, pad_token_id=pad_token_id, bos_token_id=1, eos_token_id=2,
     )
     return LlavaConfig(

@@ -41,7 +41,7 @@ def _untouched(model):
 @pytest.mark.parametrize(
     "method, kwargs, message",
     [
-        ("fastervlm", {"keep": 0}, r"keep=0 is outside \[1, 64\]"),
+        ("fastervlm", {"keep": 0}, r"keep=0: at least 1 token must be kept"),
         ("fastervlm", {"keep": NUM_PATCHES + 1}, r"keep=65 is outside \[1, 64\]"),
         ("fastervlm", {"keep": 2.5}, "keep must be an int"),
         ("fastervlm", {"reduction_ratio": 1.0}, r"reduction_ratio must be in \[0, 1\)"),

@@ -51,6 +51,10 @@ class Adapter:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
 
+    def language_model(self) -> nn.Module:
+        """The Llama-style decoder (`embed_tokens`, `layers`, `norm`, `rotary_emb`) that in-LLM methods patch."""
+        raise NotImplementedError
+
     def install(self, handle) -> None:
         raise NotImplementedError
 

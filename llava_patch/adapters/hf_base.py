@@ -39,6 +39,9 @@ class HFAdapter(Adapter):
         """Encode and select the pixels of one call; record the selection on `self.handle`."""
         raise NotImplementedError
 
+    def language_model(self):
+        return self.model.model.language_model
+
     def install(self, handle) -> None:
         self.handle = handle
         model = self.model
@@ -99,6 +102,9 @@ class HFAdapter(Adapter):
             input_ids, attention_mask, labels = resized.input_ids, resized.attention_mask, resized.labels
             visual_tokens = [a + b for a, b in zip(visual_tokens, resized.placeholder_tokens)]
         self.handle.last_visual_tokens = visual_tokens
+        if self.handle.llm_state is not None:  # FastV ranks these positions inside the LLM
+            placeholders = torch.tensor([items.placeholder_id for items in encoded], device=input_ids.device)
+            self.handle.llm_state.image_mask = torch.isin(input_ids, placeholders) & attention_mask.bool()
         arguments.update(input_ids=input_ids, attention_mask=attention_mask, mm_encoder_outputs={
             items.key: BaseModelOutputWithPooling(
                 pooler_output=torch.stack(items.features) if items.stacked else items.features)

@@ -36,7 +36,7 @@ class HFLlavaAdapter(HFAdapter):
 
     def encode(self, arguments: dict) -> list[EncodedItems]:
         handle = self.handle
-        selection = encode_and_select(self.tower, arguments["pixel_values"], handle.selector, handle.keep,
+        selection = encode_and_select(self.tower, arguments["pixel_values"], handle.selector, handle.vision_keep,
                                       self.select_layer, handle.stop_at_select_layer)
         handle.record(list(selection.kept), list(selection.scores))
         features = self.model.model.multi_modal_projector(selection.features)

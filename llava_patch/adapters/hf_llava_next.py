@@ -71,7 +71,7 @@ class HFLlavaNextAdapter(HFAdapter):
                        "processor.image_processor.image_grid_pinpoints = paper_grid_pinpoints(crop size)"
                        if self.mode == "paper" else ""))
             pixel_values = torch.cat([crops[:count] for crops, count in zip(pixel_values, crop_counts)])
-        selection = encode_and_select(self.tower, pixel_values, handle.selector, handle.keep,
+        selection = encode_and_select(self.tower, pixel_values, handle.selector, handle.vision_keep,
                                       self.select_layer, handle.stop_at_select_layer)
         projected = self.model.model.multi_modal_projector(selection.features)
         features, placeholders = [], []

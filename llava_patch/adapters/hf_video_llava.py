@@ -72,5 +72,5 @@ class HFVideoLlavaAdapter(HFAdapter):
 
     def _select(self, tower: nn.Module, pixel_values: torch.Tensor):
         handle = self.handle
-        return encode_and_select(tower, pixel_values, handle.selector, handle.keep, self.select_layer,
+        return encode_and_select(tower, pixel_values, handle.selector, handle.vision_keep, self.select_layer,
                                  handle.stop_at_select_layer)

@@ -118,7 +118,7 @@ class OriginalLlavaAdapter(Adapter):
     def _select(self, crops: torch.Tensor):
         tower, handle = self.vision_tower, self.handle
         return encode_and_select(tower.vision_tower, crops.to(device=tower.device, dtype=tower.dtype), handle.selector,
-                                 handle.keep, self.select_layer, handle.stop_at_select_layer)
+                                 handle.vision_keep, self.select_layer, handle.stop_at_select_layer)
 
     def _next_features(self, images, image_sizes) -> list[torch.Tensor]:
         from llava.mm_utils import get_anyres_image_grid_shape

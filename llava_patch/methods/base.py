@@ -32,6 +32,7 @@ class Selector:
 
     name: str = ""  # set by @register_method
     keeps_everything: bool = False  # True for `none`: takes no budget, keeps all patches
+    prunes_in_llm: bool = False  # True for `fastv`: the vision side keeps all, the LLM prunes (`fastv_llm`)
 
     def __init__(self) -> None:
         """Subclasses take their options as keyword arguments; these are what `apply(**options)` accepts."""
