@@ -82,13 +82,12 @@ class OriginalLlavaAdapter(Adapter):
             config.image_grid_pinpoints = paper_grid_pinpoints(self.vision_tower.config.image_size)
         original_prepare = model.prepare_inputs_labels_for_multimodal
         prepared: list[list[torch.Tensor]] = []  # NeXT features made by the wrapper below, for encode_images
+        feature_counts: list[int] = []  # per image of the current call, for FastV's image-token mask
 
         def encode_images(images: torch.Tensor):
-            if prepared:
-                return prepared.pop()
-            selection = self._select(images)
-            handle.record(list(selection.kept), list(selection.scores))
-            return model.get_model().mm_projector(selection.features.to(images.dtype))
+            features = prepared.pop() if prepared else self._project(images)
+            feature_counts[:] = [len(image) for image in features]
+            return features
 
         @functools.wraps(original_prepare)
         def prepare_inputs_labels_for_multimodal(*args, **kwargs):
@@ -102,10 +101,16 @@ class OriginalLlavaAdapter(Adapter):
                 arguments["images"] = torch.empty(len(prepared[0]), 0, 0, 0)
             outputs = original_prepare(**arguments)
             handle.last_visual_tokens = _visual_tokens(input_ids, arguments.get("attention_mask"), outputs)
+            if handle.llm_state is not None:
+                handle.llm_state.image_mask = self._image_mask(input_ids, arguments.get("attention_mask"), feature_counts,
+                                                               outputs[4].shape[1])
             return outputs
 
         model.encode_images = encode_images
         model.prepare_inputs_labels_for_multimodal = prepare_inputs_labels_for_multimodal
+
+    def language_model(self):
+        return self.model.get_model()  # LlavaLlamaModel is a transformers LlamaModel
 
     def uninstall(self) -> None:
         del self.model.encode_images
@@ -114,6 +119,27 @@ class OriginalLlavaAdapter(Adapter):
         if pinpoints is not None:
             self.model.config.image_grid_pinpoints = pinpoints
         self.handle = None
+
+    def _project(self, images: torch.Tensor) -> torch.Tensor:
+        """LLaVA-1.5: one crop per image, its kept patches projected."""
+        selection = self._select(images)
+        self.handle.record(list(selection.kept), list(selection.scores))
+        return self.model.get_model().mm_projector(selection.features.to(images.dtype))
+
+    def _image_mask(self, input_ids, attention_mask, feature_counts: list[int], length: int) -> torch.Tensor:
+        """Where the original's `prepare_inputs_labels_for_multimodal` put image features: each −200 of a
+        row's attended tokens expands to its image's feature count; rows padded on the config's side."""
+        mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        left = getattr(self.model.config, "tokenizer_padding_side", "right") == "left"
+        result = torch.zeros(input_ids.shape[0], length, dtype=torch.bool, device=input_ids.device)
+        counts = iter(feature_counts)
+        for row, (ids, attended) in enumerate(zip(input_ids, mask)):
+            flags = []
+            for token in ids[attended].tolist():
+                flags += [True] * next(counts) if token == IMAGE_TOKEN_INDEX else [False]
+            span = slice(length - len(flags), length) if left else slice(0, len(flags))
+            result[row, span] = torch.tensor(flags, dtype=torch.bool)
+        return result
 
     def _select(self, crops: torch.Tensor):
         tower, handle = self.vision_tower, self.handle
