@@ -32,14 +32,18 @@ def cls_attention_row(queries: torch.Tensor, keys: torch.Tensor, num_heads: int,
 
 
 @contextmanager
-def record_cls_attention(attention_modules: dict[int, nn.Module]) -> Iterator[dict[int, torch.Tensor]]:
+def record_cls_attention(
+    attention_modules: dict[int, nn.Module], keep_projections: frozenset[int] = frozenset()
+) -> Iterator[tuple[dict[int, torch.Tensor], dict[int, tuple[torch.Tensor, torch.Tensor]]]]:
     """While active, every forward of the given attention modules records its [CLS] row.
 
     attention_modules: layer index → a CLIP-style attention module with `q_proj`, `k_proj`,
-    `num_heads` and `scale`. Yields a dict that fills with layer index → (B, 1+P) float32 rows
-    (the [CLS]→[CLS] entry included; callers drop column 0).
+    `num_heads` and `scale`. Yields (rows, projections): rows fills with layer index → (B, 1+P)
+    float32 rows (the [CLS]→[CLS] entry included; callers drop column 0); for the layers in
+    `keep_projections`, projections also keeps the raw ([CLS] query (B, 1, C), keys (B, 1+P, C)).
     """
     rows: dict[int, torch.Tensor] = {}
+    projections: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     hooks = []
     for layer, attention in attention_modules.items():
         projected: dict[str, torch.Tensor] = {}
@@ -51,7 +55,10 @@ def record_cls_attention(attention_modules: dict[int, nn.Module]) -> Iterator[di
             projected["k"] = output
 
         def finish(module, _inputs, _output, projected=projected, layer=layer):
-            rows[layer] = cls_attention_row(projected.pop("q"), projected.pop("k"), module.num_heads, module.scale)
+            query, keys = projected.pop("q"), projected.pop("k")
+            rows[layer] = cls_attention_row(query, keys, module.num_heads, module.scale)
+            if layer in keep_projections:
+                projections[layer] = (query, keys)
 
         hooks += [
             attention.q_proj.register_forward_hook(keep_query),
@@ -59,7 +66,7 @@ def record_cls_attention(attention_modules: dict[int, nn.Module]) -> Iterator[di
             attention.register_forward_hook(finish),
         ]
     try:
-        yield rows
+        yield rows, projections
     finally:
         for hook in hooks:
             hook.remove()

@@ -102,6 +102,10 @@ def apply(
         llm_state = FastVState(layer=selector.layer, keep=keep, reduction_ratio=reduction_ratio)
     else:
         keep = resolve_keep(keep, reduction_ratio, adapter.num_patches)
+        selector.check_budget(keep, adapter.num_patches)
+    if selector.variable_count and not adapter.accepts_variable_counts:
+        raise ValueError(f"method {method!r} gives each image its own token count; it is defined for single-crop "
+                         f"LLaVA-1.5 models, not {type(model).__name__} with this configuration")
     selector.cls_layers(adapter.select_layer)  # raises if the method's layers do not exist in this tower
     handle = PatchHandle(model, adapter, selector, keep, stop_at_select_layer, llm_state)
     llm_forward = FastVForward(adapter.language_model(), llm_state, handle) if llm_state else None

@@ -48,11 +48,12 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_llava_config(vocab_size: int, pad_token_id: int = 0, image_token_id: int = 0) -> LlavaConfig:
+def build_tiny_llava_config(vocab_size: int, pad_token_id: int = 0, image_token_id: int = 0,
+                            image_size: int = 56, patch_size: int = 7) -> LlavaConfig:
     """The tiny architecture: 4-layer CLIP-style tower (64 patches) and a 4-layer GQA Llama (FastV prunes at layer 2)."""
     vision = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-        image_size=56, patch_size=7, projection_dim=16,
+        image_size=image_size, patch_size=patch_size, projection_dim=16,
     )
     text = LlamaConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
@@ -73,19 +74,24 @@ def _spread_weights(module: torch.nn.Module) -> None:
                 parameter.normal_(0.0, 0.3)
 
 
-def build_tiny_llava(directory: str | Path, seed: int = 0) -> Path:
-    """Write a random tiny `LlavaForConditionalGeneration` checkpoint with its processor to `directory`."""
+def build_tiny_llava(directory: str | Path, seed: int = 0, image_size: int = 56, patch_size: int = 7) -> Path:
+    """Write a random tiny `LlavaForConditionalGeneration` checkpoint with its processor to `directory`.
+
+    image_size=336, patch_size=14 gives LLaVA-1.5's real 24×24 = 576-patch geometry on the tiny widths.
+    """
     directory = Path(directory)
     tokenizer = make_tokenizer()
     config = build_tiny_llava_config(
-        len(tokenizer), pad_token_id=tokenizer.pad_token_id, image_token_id=tokenizer.convert_tokens_to_ids("<image>")
+        len(tokenizer), pad_token_id=tokenizer.pad_token_id, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_size=image_size, patch_size=patch_size,
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
     _spread_weights(model)
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                            crop_size={"height": image_size, "width": image_size})
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=7,
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
     )
     model.save_pretrained(directory)

@@ -17,8 +17,9 @@ from .methods.base import SelectionInputs, Selector
 
 @dataclass
 class VisionSelection:
-    features: torch.Tensor  # (B, keep, D) select-layer features of the kept patches, ascending patch order
-    kept: torch.Tensor  # (B, keep) kept patch indices, ascending
+    features: torch.Tensor | list[torch.Tensor]  # (B, keep, D) select-layer features of the kept patches
+    # (a list of (tokens, D) per image for methods whose count varies, `variable_count`)
+    kept: torch.Tensor | list[torch.Tensor]  # (B, keep) kept patch indices, ascending (or per image)
     scores: torch.Tensor  # (B, P) the selector's scores
     cls_feature: torch.Tensor  # (B, 1, D) the [CLS] token's select-layer feature (Video-LLaVA can keep it)
 
@@ -51,11 +52,12 @@ def encode_and_select(
     """
     vision = clip_encoder(tower)
     layers = vision.encoder.layers
-    scored = {index: layers[index].self_attn for index in selector.cls_layers(select_layer)}
-    last = select_layer if stop_at_select_layer else len(layers) - 1
+    cls_layers, key_layers = selector.cls_layers(select_layer), selector.key_layers(len(layers))
+    scored = {index: layers[index].self_attn for index in [*cls_layers, *key_layers]}
+    last = max([select_layer, *scored]) if stop_at_select_layer else len(layers) - 1
     device = vision.embeddings.patch_embedding.weight.device
     pixel_values = pixel_values.to(device)
-    with record_cls_attention(scored) as cls_rows:
+    with record_cls_attention(scored, frozenset(key_layers)) as (cls_rows, projections):
         hidden = vision.pre_layrnorm(vision.embeddings(pixel_values))
         for index, layer in enumerate(layers[: last + 1]):
             hidden = layer(hidden, None)
@@ -63,10 +65,18 @@ def encode_and_select(
                 selected = hidden
     patches = selected[:, 1:]  # [CLS] dropped, as LLaVA's select_feature="patch"
     inputs = SelectionInputs(
-        cls_attention={index: row[:, 1:] for index, row in cls_rows.items()},
+        cls_attention={index: cls_rows[index][:, 1:] for index in cls_layers},
         pixel_values=pixel_values,
         keep=keep,
+        projections=projections,
     )
     kept, scores = selector.select(inputs, patches.shape[1])
-    features = patches.gather(1, kept.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
+    features = selector.merge(patches, kept, inputs)
     return VisionSelection(features=features, kept=kept, scores=scores.detach(), cls_feature=selected[:, :1])
+
+
+def project(projector: nn.Module, features: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
+    """Projected features per image, in one projector call also when counts differ per image."""
+    if isinstance(features, torch.Tensor):
+        return list(projector(features))
+    return list(projector(torch.cat(features)).split([len(image) for image in features]))

@@ -41,6 +41,7 @@ class Adapter:
 
     model_description: ClassVar[str]
     options: ClassVar[dict[str, object]] = {}  # model-family options `apply` accepts (name → default)
+    accepts_variable_counts: bool = False  # whether images may yield different token counts (`prumerge_plus`)
     num_patches: int  # patch tokens per image (crop, frame) before pruning
     select_layer: int  # 0-based encoder layer whose output feeds the projector
 

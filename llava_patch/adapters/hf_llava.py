@@ -7,7 +7,7 @@ from torch import nn
 from transformers import LlavaForConditionalGeneration
 
 from ..registry import register_adapter
-from ..vision import clip_encoder, encode_and_select
+from ..vision import clip_encoder, encode_and_select, project
 from .base import select_layer_index
 from .hf_base import EncodedItems, HFAdapter
 
@@ -15,6 +15,7 @@ from .hf_base import EncodedItems, HFAdapter
 @register_adapter
 class HFLlavaAdapter(HFAdapter):
     model_description = "transformers LlavaForConditionalGeneration (LLaVA-1.5) with a CLIP vision tower"
+    accepts_variable_counts = True
 
     @classmethod
     def supports(cls, model: nn.Module) -> bool:
@@ -39,5 +40,5 @@ class HFLlavaAdapter(HFAdapter):
         selection = encode_and_select(self.tower, arguments["pixel_values"], handle.selector, handle.vision_keep,
                                       self.select_layer, handle.stop_at_select_layer)
         handle.record(list(selection.kept), list(selection.scores))
-        features = self.model.model.multi_modal_projector(selection.features)
-        return [EncodedItems("image", self.model.config.image_token_id, [self.num_patches] * len(features), list(features))]
+        features = project(self.model.model.multi_modal_projector, selection.features)
+        return [EncodedItems("image", self.model.config.image_token_id, [self.num_patches] * len(features), features)]

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..anyres import MODES, arrange_crops, paper_grid_pinpoints
 from ..registry import register_adapter
-from ..vision import encode_and_select
+from ..vision import encode_and_select, project
 from .base import Adapter, bind_call, select_layer_index
 
 IMAGE_TOKEN_INDEX = -200  # llava.constants.IMAGE_TOKEN_INDEX
@@ -71,6 +71,7 @@ class OriginalLlavaAdapter(Adapter):
         self.side = self.vision_tower.num_patches_per_side
         self.num_patches = self.vision_tower.num_patches  # per crop
         self.mode = mode
+        self.accepts_variable_counts = not self.anyres
         self.original_layout = (merge, getattr(config, "image_grid_pinpoints", None))
         self.handle = None
 
@@ -124,7 +125,9 @@ class OriginalLlavaAdapter(Adapter):
         """LLaVA-1.5: one crop per image, its kept patches projected."""
         selection = self._select(images)
         self.handle.record(list(selection.kept), list(selection.scores))
-        return self.model.get_model().mm_projector(selection.features.to(images.dtype))
+        features = selection.features
+        features = features.to(images.dtype) if isinstance(features, torch.Tensor) else [f.to(images.dtype) for f in features]
+        return project(self.model.get_model().mm_projector, features)
 
     def _image_mask(self, input_ids, attention_mask, feature_counts: list[int], length: int) -> torch.Tensor:
         """Where the original's `prepare_inputs_labels_for_multimodal` put image features: each −200 of a

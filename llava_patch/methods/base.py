@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,6 +21,7 @@ class SelectionInputs:
     cls_attention: dict[int, torch.Tensor]
     pixel_values: torch.Tensor
     keep: int
+    projections: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # see `key_layers`
 
     @property
     def batch_size(self) -> int:
@@ -33,6 +34,10 @@ class Selector:
     name: str = ""  # set by @register_method
     keeps_everything: bool = False  # True for `none`: takes no budget, keeps all patches
     prunes_in_llm: bool = False  # True for `fastv`: the vision side keeps all, the LLM prunes (`fastv_llm`)
+    variable_count: bool = False  # True when the token count differs per image (`prumerge_plus`)
+
+    def check_budget(self, keep: int, num_patches: int) -> None:
+        """Raise ValueError for budgets the method does not define (default: any keep works)."""
 
     def __init__(self) -> None:
         """Subclasses take their options as keyword arguments; these are what `apply(**options)` accepts."""
@@ -45,6 +50,10 @@ class Selector:
         """
         return []
 
+    def key_layers(self, num_layers: int) -> list[int]:
+        """Vision layers whose raw [CLS] query and keys (no heads) the method needs (`inputs.projections`)."""
+        return []
+
     def scores(self, inputs: SelectionInputs, num_patches: int) -> torch.Tensor:
         """(B, P) importance of each patch; higher is kept first."""
         raise NotImplementedError
@@ -54,3 +63,7 @@ class Selector:
         scores = self.scores(inputs, num_patches)
         kept = scores.topk(inputs.keep, dim=-1).indices.sort(dim=-1).values
         return kept, scores
+
+    def merge(self, patches: torch.Tensor, kept, inputs: SelectionInputs):
+        """The features that reach the projector: by default the kept patches' own, (B, keep, D)."""
+        return patches.gather(1, kept.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
