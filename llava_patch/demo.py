@@ -23,7 +23,7 @@ from .media import read_image
 from .testing import build_tiny_llava, random_image
 
 RATIOS = (0.75, 0.9, 0.95)
-METHODS = ("fastervlm", "vtc_cls", "random", "grid")
+METHODS = ("fastervlm", "vtc_cls", "fastv", "random", "grid")
 
 
 def load_image(path: str | None) -> Image.Image:

@@ -181,7 +181,7 @@ def build_tiny_llava_original(directory: str | Path, seed: int = 0, anyres: bool
         "vocab_size": vocab_size, "hidden_size": text.hidden_size, "intermediate_size": text.intermediate_size,
         "num_hidden_layers": text.num_hidden_layers, "num_attention_heads": text.num_attention_heads,
         "num_key_value_heads": text.num_key_value_heads, "hidden_act": "silu", "max_position_embeddings": 2048,
-        "rms_norm_eps": text.rms_norm_eps, "rope_theta": 10000.0, "rope_scaling": None, "tie_word_embeddings": False,
+        "rms_norm_eps": text.rms_norm_eps, "rope_theta": 10000.0, "tie_word_embeddings": False,
         "pretraining_tp": 1, "attention_bias": False, "initializer_range": 0.02,
         "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "use_cache": True,
         "mm_vision_tower": str(tower_dir.resolve()), "mm_hidden_size": 32, "mm_projector_type": "mlp2x_gelu",

@@ -46,3 +46,11 @@ def tiny_video_dir(tmp_path_factory):
     from llava_patch.testing import build_tiny_video_llava
 
     return build_tiny_video_llava(tmp_path_factory.mktemp("tiny-video-llava"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_576_dir(tmp_path_factory):
+    """LLaVA-1.5's real 336-px, 14-px-patch geometry (576 patches) on the tiny widths."""
+    from llava_patch.testing import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava-576"), image_size=336, patch_size=14)

@@ -13,7 +13,7 @@ def test_demo_runs_every_method_and_reports_the_tokens_that_reached_the_llm(tiny
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert [(r["method"], r["visual_tokens_to_llm"]) for r in rows[:4]] == [
         ("none", 64), ("fastervlm", 16), ("fastervlm", 6), ("fastervlm", 3)]
-    assert {r["method"] for r in rows} == {"none", "fastervlm", "vtc_cls", "random", "grid"}
+    assert {r["method"] for r in rows} == {"none", "fastervlm", "vtc_cls", "fastv", "random", "grid"}
     assert "wall time of one call after one warm-up call" in capsys.readouterr().out
 
 
