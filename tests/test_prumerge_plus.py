@@ -71,3 +71,16 @@ def test_only_the_published_budgets_and_single_crop_models(tiny_llava_576_dir, t
     next_model = LlavaNextForConditionalGeneration.from_pretrained(tiny_next_dir)
     with pytest.raises(ValueError, match="defined for single-crop LLaVA-1.5 models"):
         llava_patch.apply(next_model, "prumerge_plus", keep=64)
+
+
+def test_the_original_backend_merges_the_same_tokens(tiny_original):
+    from llava_patch.loading import load_model
+
+    vlms = [load_model(path, backend=backend, device="cpu") for path, backend in zip(tiny_original, ("llava", "hf"))]
+    handles = [llava_patch.apply(vlm.model, "prumerge_plus", keep=64) for vlm in vlms]
+    images, questions = [random_image(3), random_image(4, (40, 90))], ["What is shown?", "Is there a dog?"]
+    answers = [vlm.generate(images, questions, max_new_tokens=6) for vlm in vlms]
+    assert answers[0] == answers[1]
+    assert handles[0].last_visual_tokens == handles[1].last_visual_tokens
+    for a, b in zip(handles[0].last_selection, handles[1].last_selection):
+        assert torch.equal(a, b)
