@@ -7,7 +7,7 @@ VENV := .venv
 LLAVA_REQUIREMENT := llava-torch==1.2.2.post1
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo setup clean
+.PHONY: test demo reproduce setup clean
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
@@ -15,6 +15,11 @@ test: $(STAMP)
 # The main job: every method and budget on one image (ARGS="--model DIR_OR_ID --image FILE").
 demo: $(STAMP)
 	$(VENV)/bin/python -m llava_patch.demo $(ARGS)
+
+# The main job: the evaluation sweep (every method at 0/75/90/95% on POPE and GQA) with its table
+# and figure. Without CKPT/DATA: a tiny random model on the bundled mini benchmark (CPU, minutes).
+reproduce: $(STAMP)
+	$(VENV)/bin/python -m llava_patch.eval.sweep $(ARGS)
 
 setup: $(STAMP)
 

@@ -1,5 +1,8 @@
 """`llava-patch` command line.
 
+    llava-patch eval --model CKPT --benchmark pope --data-root playground/data/eval \
+        --method fastervlm --reduction-ratio 0.95 --output-dir runs/pope-fastervlm-95   # also: accelerate launch -m llava_patch.eval
+    llava-patch score pope --answers runs/.../answers.jsonl --data-root playground/data/eval
     llava-patch convert --to hf    ORIGINAL_DIR OUT_DIR   # original LLaVA layout → transformers llava-hf layout
     llava-patch convert --to llava HF_DIR OUT_DIR         # and back
     llava-patch compare DIR_A DIR_B [--atol 0]            # same model? (either layout; exit 1 if not)
@@ -23,21 +26,74 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("first")
     compare.add_argument("second")
     compare.add_argument("--atol", type=float, default=0.0, help="largest absolute difference still counted as equal")
+    evaluate = commands.add_parser("eval", help="answer a benchmark with a (pruned) model, resumably; score it")
+    evaluate.add_argument("--model", required=True, help="checkpoint directory or hub id")
+    evaluate.add_argument("--backend", choices=("llava", "hf"), default="llava")
+    evaluate.add_argument("--benchmark", required=True)
+    evaluate.add_argument("--data-root", required=True, help="LLaVA's playground/data/eval directory")
+    evaluate.add_argument("--output-dir", required=True, help="a new directory, or a stopped run of the same settings to resume")
+    evaluate.add_argument("--method", default="none")
+    budget = evaluate.add_mutually_exclusive_group()
+    budget.add_argument("--keep", type=int)
+    budget.add_argument("--reduction-ratio", type=float)
+    evaluate.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                          help="a method or model option, e.g. --option layers=3 --option mode=paper (JSON values)")
+    evaluate.add_argument("--batch-size", type=int, default=1)
+    evaluate.add_argument("--limit", type=int, help="only the first N questions (smoke runs)")
+    evaluate.add_argument("--dtype", choices=("float16", "bfloat16", "float32"))
+    score = commands.add_parser("score", help="print a benchmark's metrics for an answers file as JSON")
+    score.add_argument("benchmark")
+    score.add_argument("--answers", required=True)
+    score.add_argument("--data-root", required=True)
     args = parser.parse_args(argv)
 
     from . import convert as conversion
 
     try:
+        if args.command == "eval":
+            from .eval.runner import RunConfig, run
+
+            manifest = run(RunConfig(
+                model=args.model, benchmark=args.benchmark, data_root=args.data_root, output_dir=args.output_dir,
+                backend=args.backend, method=args.method, options=_options(args.option), keep=args.keep,
+                reduction_ratio=args.reduction_ratio, batch_size=args.batch_size, limit=args.limit, dtype=args.dtype,
+            ))
+            if manifest:
+                print(json.dumps(manifest, indent=2))
+            return 0
+        if args.command == "score":
+            from .eval.runner import score_answers
+
+            metrics = score_answers(args.benchmark, args.answers, args.data_root)
+            if metrics is None:
+                raise ValueError(f"{args.benchmark} is scored by its server: write the submission file with "
+                                 "llava_patch.scoring.write_submission")
+            print(json.dumps(metrics, indent=2))
+            return 0
         if args.command == "convert":
             target = conversion.original_to_hf if args.to == "hf" else conversion.hf_to_original
             print(f"wrote {target(args.source, args.destination)}")
             return 0
         report = conversion.compare_checkpoints(args.first, args.second, atol=args.atol)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RuntimeError) as error:
         print(f"llava-patch {args.command}: {error}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))
     return 0 if report["same_model"] else 1
+
+
+def _options(pairs: list[str]) -> dict:
+    """NAME=VALUE pairs; values are JSON when they parse (3, true, "x"), else strings."""
+    options = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator:
+            raise SystemExit(f"--option {pair!r}: expected NAME=VALUE")
+        try:
+            options[name] = json.loads(value)
+        except json.JSONDecodeError:
+            options[name] = value
+    return options
 
 
 if __name__ == "__main__":

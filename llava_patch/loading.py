@@ -42,19 +42,23 @@ class VLM:
         pad = tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else (tokenizer.unk_token_id or 0)
 
-    def prompt(self, question: str) -> str:
-        return vicuna_v1_prompt(question)
+    def prompt(self, question: str, with_image: bool = True) -> str:
+        return vicuna_v1_prompt(question, with_image)
 
-    def prompt_ids(self, question: str) -> list[int]:
-        return tokenize_with_images(self.prompt(question), self.tokenizer, self.image_token_id, self.tokens_per_image)
+    def prompt_ids(self, question: str, with_image: bool = True) -> list[int]:
+        prompt = self.prompt(question, with_image)
+        return tokenize_with_images(prompt, self.tokenizer, self.image_token_id, self.tokens_per_image)
 
-    def prepare(self, images: list[Image.Image], questions: list[str]) -> dict[str, torch.Tensor]:
-        """Model inputs for a batch of (image, question) pairs, left padded, on the model's device."""
-        if len(images) != len(questions):
+    def prepare(self, images: list[Image.Image] | None, questions: list[str]) -> dict[str, torch.Tensor]:
+        """Model inputs for a batch of (image, question) pairs — or, with images=None, of text-only
+        questions (as ScienceQA's questions without a picture) — left padded, on the model's device."""
+        if images is not None and len(images) != len(questions):
             raise ValueError(f"{len(images)} images but {len(questions)} questions")
-        input_ids, attention_mask = left_pad([self.prompt_ids(q) for q in questions], self.pad_token_id)
+        rows = [self.prompt_ids(q, with_image=images is not None) for q in questions]
+        input_ids, attention_mask = left_pad(rows, self.pad_token_id)
         device = self.model.device
-        return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device), **self.pixel_inputs(images)}
+        inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+        return {**inputs, **self.pixel_inputs(images)} if images is not None else inputs
 
     def pixel_inputs(self, images: list[Image.Image]) -> dict:
         """`image_aspect_ratio=pad` pixels under the model's keyword, on its device and dtype."""
@@ -65,7 +69,7 @@ class VLM:
         return self.model(**inputs)
 
     @torch.no_grad()
-    def generate(self, images: list[Image.Image], questions: list[str], max_new_tokens: int = 128) -> list[str]:
+    def generate(self, images: list[Image.Image] | None, questions: list[str], max_new_tokens: int = 128) -> list[str]:
         """Greedy answers (temperature 0, one beam, KV cache), as the papers' evaluation scripts."""
         inputs = self.prepare(images, questions)
         arguments = dict(inputs)
@@ -75,6 +79,7 @@ class VLM:
             pad_token_id=self.pad_token_id,
         )
         new_tokens = self.new_tokens(output, inputs)
+        self.last_new_tokens = int((new_tokens != self.pad_token_id).sum())  # for throughput figures
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
     image_argument: str  # the model's keyword for pixel values
@@ -120,6 +125,38 @@ class LlavaVLM(VLM):
         return {"images": crops, "image_sizes": [image.size for image in images]}
 
 
+class VideoVLM:
+    """Video-LLaVA (transformers) with Video-LLaVA's video-QA protocol (its run_inference_video_qa):
+    the `llava_v1` template with "<video>\n" before the question, 8 uniformly sampled frames, sampling
+    at temperature 0.1, up to 1024 new tokens. Seed torch before `generate` for repeatable answers."""
+
+    backend = "hf"
+    SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
+              "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+
+    def __init__(self, model: nn.Module, tokenizer, image_processor, source: str) -> None:
+        self.model, self.tokenizer, self.image_processor, self.source = model, tokenizer, image_processor, source
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else (tokenizer.unk_token_id or 0)
+
+    def prompt(self, question: str) -> str:
+        return f"{self.SYSTEM} USER: <video>\n{question} ASSISTANT:"
+
+    @torch.no_grad()
+    def generate(self, videos: list[list[Image.Image]], questions: list[str], max_new_tokens: int = 1024) -> list[str]:
+        from .media import video_llava_inputs
+
+        inputs = video_llava_inputs(self.model.config, self.tokenizer, self.image_processor,
+                                    [self.prompt(q) for q in questions], videos=videos)
+        inputs = {name: value.to(self.model.device) for name, value in inputs.items()}
+        inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.model.dtype)
+        output = self.model.generate(**inputs, do_sample=True, temperature=0.1, max_new_tokens=max_new_tokens,
+                                     use_cache=True, pad_token_id=self.pad_token_id)
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        self.last_new_tokens = int((new_tokens != self.pad_token_id).sum())
+        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
 def load_model(
     path_or_id: str | Path,
     backend: str = "llava",
@@ -141,19 +178,31 @@ def load_model(
     return _load_llava(source, dtype, device)
 
 
-def _load_hf(source: str, dtype: torch.dtype, device: str) -> HFVLM:
+def _load_hf(source: str, dtype: torch.dtype, device: str) -> HFVLM | VideoVLM:
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     local = Path(source)
     if local.exists():
         model_type = read_config(local / "config.json").get("model_type")
+        if model_type == "video_llava":
+            return _load_video_llava(source, dtype, device)
         if model_type != "llava":
             raise ValueError(f"{local / 'config.json'}: model_type {model_type!r}; backend 'hf' loads LLaVA-1.5 "
-                             "('llava'). Load LLaVA-NeXT / Video-LLaVA with transformers and call llava_patch.apply, "
-                             "or use backend 'llava' for original v1.6 checkpoints")
+                             "('llava') and Video-LLaVA ('video_llava'). Load LLaVA-NeXT with transformers and call "
+                             "llava_patch.apply, or use backend 'llava' for original v1.6 checkpoints")
     model = LlavaForConditionalGeneration.from_pretrained(source, dtype=dtype, trust_remote_code=False)
     processor = AutoProcessor.from_pretrained(source, trust_remote_code=False)
     return HFVLM(model.to(device).eval(), processor, source)
+
+
+def _load_video_llava(source: str, dtype: torch.dtype, device: str) -> VideoVLM:
+    from transformers import AutoImageProcessor, AutoTokenizer, VideoLlavaForConditionalGeneration
+
+    model = VideoLlavaForConditionalGeneration.from_pretrained(source, dtype=dtype, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    tokenizer.padding_side = "left"
+    image_processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
+    return VideoVLM(model.to(device).eval(), tokenizer, image_processor, source)
 
 
 def _load_llava(source: str, dtype: torch.dtype, device: str) -> LlavaVLM:

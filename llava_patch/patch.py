@@ -56,6 +56,21 @@ class PatchHandle:
         delattr(self.model, _HANDLE_ATTRIBUTE)
         self.active = False
 
+    def expected_visual_tokens(self, frames: int | None = None) -> int | None:
+        """Visual tokens one single-image sample (or, with `frames`, one-video sample) must carry into the
+        LLM under this patch, when that is fixed (None where the count depends on the image: NeXT
+        native, PruMerge+)."""
+        if self.selector.variable_count:
+            return None
+
+        def count(keep: int) -> int | None:
+            return self.adapter.tokens_per_image(keep) if frames is None else self.adapter.tokens_per_video(keep, frames)
+
+        if self.llm_state is not None:
+            unpruned = count(self.adapter.num_patches)
+            return None if unpruned is None else self.llm_state.budget(unpruned)
+        return count(self.keep)
+
     def __enter__(self) -> "PatchHandle":
         return self
 

@@ -52,6 +52,14 @@ class Adapter:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
 
+    def tokens_per_image(self, keep: int) -> int | None:
+        """Visual tokens one image contributes when every crop keeps `keep` (None: depends on the image)."""
+        return keep
+
+    def tokens_per_video(self, keep: int, frames: int) -> int | None:
+        """Visual tokens one video of `frames` frames contributes (None: this family takes no videos)."""
+        return None
+
     def language_model(self) -> nn.Module:
         """The Llama-style decoder (`embed_tokens`, `layers`, `norm`, `rotary_emb`) that in-LLM methods patch."""
         raise NotImplementedError

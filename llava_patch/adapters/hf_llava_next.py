@@ -46,6 +46,9 @@ class HFLlavaNextAdapter(HFAdapter):
         self.mode = mode
         self.original_pinpoints = config.image_grid_pinpoints
 
+    def tokens_per_image(self, keep: int) -> int | None:
+        return 5 * keep if self.mode == "paper" else None  # base + 2×2 grid; native depends on the image
+
     def install(self, handle) -> None:
         if self.mode == "paper":
             self.model.config.image_grid_pinpoints = paper_grid_pinpoints(self.model.config.vision_config.image_size)

@@ -43,6 +43,9 @@ class HFVideoLlavaAdapter(HFAdapter):
         self.num_patches = (vision.image_size // vision.patch_size) ** 2  # per image / frame
         self.keep_frame_cls = keep_frame_cls
 
+    def tokens_per_video(self, keep: int, frames: int) -> int:
+        return frames * (keep + self.keep_frame_cls)
+
     def encode(self, arguments: dict) -> list[EncodedItems]:
         model, config, handle = self.model.model, self.model.config, self.handle
         encoded, selections, scores = [], [], []

@@ -75,6 +75,11 @@ class OriginalLlavaAdapter(Adapter):
         self.original_layout = (merge, getattr(config, "image_grid_pinpoints", None))
         self.handle = None
 
+    def tokens_per_image(self, keep: int) -> int | None:
+        if not self.anyres:
+            return keep
+        return 5 * keep if self.mode == "paper" else None  # base + 2×2 grid; native depends on the image
+
     def install(self, handle) -> None:
         self.handle = handle
         model, config = self.model, self.model.config

@@ -1,0 +1,297 @@
+"""One evaluation run: a model (either backend), a pruning method and budget, a benchmark.
+
+Sharding: every process of `accelerate launch` (any number of GPUs or nodes) takes one contiguous
+chunk of the question file, as LLaVA's `--num-chunks/--chunk-idx`; process 0 merges the shards in
+question-file order. Resuming: each process appends whole batches to its shard file (one write,
+flushed and fsynced); on restart a partly written batch is discarded and rerun, finished batches are
+skipped. Batches are fixed blocks of the shard, so a resumed run computes exactly the batches an
+uninterrupted run computes. Every answer records the visual tokens its sample carried into the LLM;
+a count that differs from the budget stops the run (SPEC §9: a script that silently ran unpruned).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from .. import apply
+from ..loading import load_model
+from ..media import read_image, read_video
+from ..judge import API_KEY_ENV, BASE_URL_ENV
+from .benchmarks import Benchmark, Question, get_benchmark, read_jsonl
+
+ANSWERS, MANIFEST, METRICS, CONFIG = "answers.jsonl", "manifest.json", "metrics.json", "run_config.json"
+VIDEO_FRAMES = 8  # Video-LLaVA samples 8 frames per video
+
+
+@dataclass
+class RunConfig:
+    model: str
+    benchmark: str
+    data_root: str
+    output_dir: str
+    backend: str = "llava"
+    method: str = "none"
+    options: dict = field(default_factory=dict)
+    keep: int | None = None
+    reduction_ratio: float | None = None
+    batch_size: int = 1
+    limit: int | None = None  # the first N questions only (smoke runs)
+    dtype: str | None = None  # float16 / bfloat16 / float32; default: float16 on CUDA, float32 on CPU
+
+
+def run(config: RunConfig) -> dict:
+    """Run (or resume) one evaluation; returns the manifest (written by process 0)."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # CPU-only hosts shard over gloo
+    benchmark = get_benchmark(config.benchmark)
+    output = Path(config.output_dir)
+    if state.is_main_process:
+        _claim_output(output, config)
+    state.wait_for_everyone()
+    questions = benchmark.questions(Path(config.data_root))[: config.limit]
+    shard = _chunk(questions, state.num_processes, state.process_index)
+    started = time.perf_counter()
+    stats = _run_shard(config, benchmark, shard, output / "shards" / f"{state.process_index:03d}-of-{state.num_processes:03d}.jsonl",
+                       str(state.device), state.process_index)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return {}
+    answers = _merge(output, questions, state.num_processes)
+    manifest = _manifest(config, benchmark, answers, stats, time.perf_counter() - started, state)
+    (output / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    _score(config, output)
+    return manifest
+
+
+def _claim_output(output: Path, config: RunConfig) -> None:
+    """A new run, or the resumption of the same one: never mix results of different runs."""
+    if (output / ANSWERS).exists():
+        raise FileExistsError(f"{output / ANSWERS}: this run is complete; choose a new --output-dir")
+    saved = output / CONFIG
+    if saved.exists():
+        previous = json.loads(saved.read_text())
+        if previous != asdict(config) | {"output_dir": previous["output_dir"]}:
+            raise ValueError(f"{saved}: {output} holds a run with other settings; choose a new --output-dir")
+    elif output.exists() and any(output.iterdir()):
+        raise FileExistsError(f"{output}: exists and is not an evaluation run of llava_patch; choose a new --output-dir")
+    output.mkdir(parents=True, exist_ok=True)
+    if not saved.exists():
+        saved.write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+
+def _chunk(questions: list[Question], count: int, index: int) -> list[Question]:
+    size = -(-len(questions) // count)  # ceil, as LLaVA's split_list
+    return questions[index * size : (index + 1) * size]
+
+
+def _batches(questions: list[Question], batch_size: int) -> list[list[Question]]:
+    """Consecutive blocks of at most batch_size; questions with and without an image never share one."""
+    batches: list[list[Question]] = []
+    for question in questions:
+        if batches and len(batches[-1]) < batch_size and (batches[-1][0].image is None) == (question.image is None):
+            batches[-1].append(question)
+        else:
+            batches.append([question])
+    return batches
+
+
+def _finished_batches(path: Path) -> set[int]:
+    """Batches whose answers are all in the shard file; anything else (a torn last write) is dropped."""
+    if not path.exists():
+        return set()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    batches: dict[int, list[dict]] = {}
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        batches.setdefault(row["metadata"]["batch"], []).append(row)
+    finished = {batch for batch, rows in batches.items() if len(rows) == rows[0]["metadata"]["batch_size"]}
+    kept = [row for batch in sorted(finished) for row in batches[batch]]
+    if len(kept) != len(lines):
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept), encoding="utf-8")
+        os.replace(temporary, path)
+    return finished
+
+
+def _run_shard(config: RunConfig, benchmark: Benchmark, shard: list[Question], path: Path, device: str,
+               process: int) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batches = _batches(shard, config.batch_size)
+    finished = _finished_batches(path)
+    todo = [(index, batch) for index, batch in enumerate(batches) if index not in finished]
+    stats = {"new_tokens": 0, "generate_seconds": 0.0, "questions": 0}
+    if not todo:
+        return stats
+    dtype = getattr(torch, config.dtype) if config.dtype else None
+    vlm = load_model(config.model, backend=config.backend, dtype=dtype, device=device)
+    budget = {} if config.method == "none" else {"keep": config.keep, "reduction_ratio": config.reduction_ratio}
+    handle = apply(vlm.model, config.method, **budget, **config.options)
+    expected = handle.expected_visual_tokens(frames=VIDEO_FRAMES if benchmark.video else None)
+    model_id = Path(config.model).name
+    with open(path, "a", encoding="utf-8") as file:
+        for index, batch in tqdm(todo, desc=f"{config.benchmark} [{process}]", unit="batch", disable=process != 0):
+            images = None if batch[0].image is None else [_media(benchmark, config, q) for q in batch]
+            handle.last_visual_tokens = []
+            torch.manual_seed(index)  # sampling protocols (video QA) repeat exactly, also when resumed
+            start = time.perf_counter()
+            answers = vlm.generate(images, [q.text for q in batch], max_new_tokens=benchmark.max_new_tokens)
+            stats["generate_seconds"] += time.perf_counter() - start
+            stats["new_tokens"] += vlm.last_new_tokens
+            stats["questions"] += len(batch)
+            visual = handle.last_visual_tokens if images is not None else [0] * len(batch)
+            if images is not None and (len(visual) != len(batch) or (expected is not None and set(visual) != {expected})):
+                raise RuntimeError(
+                    f"questions {[q.question_id for q in batch]}: {visual} visual tokens reached the LLM, but "
+                    f"{config.method} with the requested budget gives {expected} per image; refusing to report it")
+            rows = [_answer_row(question, answer, model_id, tokens, index, len(batch))
+                    for question, answer, tokens in zip(batch, answers, visual)]
+            file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            file.flush()
+            os.fsync(file.fileno())
+    return stats
+
+
+def _media(benchmark: Benchmark, config: RunConfig, question: Question) -> Image.Image | list[Image.Image]:
+    """The question's image, or the sampled frames of its video."""
+    if isinstance(question.image, Image.Image):
+        return question.image
+    path = benchmark.image_path(Path(config.data_root), question.image)
+    return read_video(path, VIDEO_FRAMES) if benchmark.video else read_image(path)
+
+
+def _answer_row(question: Question, answer: str, model_id: str, visual_tokens: int, batch: int, batch_size: int) -> dict:
+    """LLaVA's answer-file record; the answer id is derived from the question so reruns are identical."""
+    row = {"question_id": question.question_id, "prompt": question.text, "text": answer,
+           "answer_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{model_id}/{question.question_id}").hex,
+           "model_id": model_id, "metadata": {"visual_tokens": visual_tokens, "batch": batch, "batch_size": batch_size}}
+    row.update(question.record)
+    return row
+
+
+def _merge(output: Path, questions: list[Question], shards: int) -> list[dict]:
+    """All shards' answers in question-file order, written atomically as answers.jsonl."""
+    rows = [row for index in range(shards)
+            for row in read_jsonl(output / "shards" / f"{index:03d}-of-{shards:03d}.jsonl")]
+    position = {question.question_id: number for number, question in enumerate(questions)}
+    rows.sort(key=lambda row: position[row["question_id"]])
+    if len(rows) != len(questions):
+        raise RuntimeError(f"{output}: {len(rows)} answers for {len(questions)} questions after merging the shards")
+    temporary = output / (ANSWERS + ".tmp")
+    temporary.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    os.replace(temporary, output / ANSWERS)
+    return rows
+
+
+def _manifest(config: RunConfig, benchmark: Benchmark, answers: list[dict], stats: dict, seconds: float, state) -> dict:
+    visual = [row["metadata"]["visual_tokens"] for row in answers if row["metadata"]["visual_tokens"]]
+    question_file = Path(config.data_root) / benchmark.directory / benchmark.question_file
+    return {
+        "model": config.model,
+        "weights_fingerprint": _fingerprint(Path(config.model)),
+        "backend": config.backend,
+        "method": config.method,
+        "options": config.options,
+        "requested_budget": {"keep": config.keep, "reduction_ratio": config.reduction_ratio},
+        "measured_visual_tokens": {"min": min(visual), "mean": statistics.fmean(visual), "max": max(visual)} if visual else None,
+        "benchmark": config.benchmark,
+        "questions": len(answers),
+        "data_files": {str(question_file): _sha256(question_file)},
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()})",
+        "processes": state.num_processes,
+        "batch_size": config.batch_size,
+        "wall_seconds": round(seconds, 3),
+        "generated_tokens_this_session": stats["new_tokens"],
+        "tokens_per_second": round(stats["new_tokens"] / stats["generate_seconds"], 3) if stats["generate_seconds"] else None,
+        "how": "greedy generate per batch, wall time of this process's session (resumed work is not re-timed); "
+               "tokens/s = generated tokens of process 0 / its generate() seconds",
+    }
+
+
+def _score(config: RunConfig, output: Path) -> None:
+    """metrics.json for benchmarks scored here; video QA only when a judge is configured (OPENAI_API_KEY)."""
+    if get_benchmark(config.benchmark).video and not os.environ.get(API_KEY_ENV):
+        print(f"{output}: answers written; set {API_KEY_ENV} (and {BASE_URL_ENV}) and run `llava-patch score "
+              f"{config.benchmark} --answers {output / ANSWERS} --data-root ...` for the judge's metrics")
+        return
+    metrics = score_answers(config.benchmark, output / ANSWERS, Path(config.data_root), cache=output / "judge_cache.jsonl")
+    if metrics is not None:
+        (output / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def score_answers(benchmark: str, answers: Path, data_root: Path, cache: Path | None = None) -> dict | None:
+    """Metrics of an answers file: the local scorers, or the LLM judge for video QA (cached per question
+    in `cache`, default beside the answers). None for benchmarks scored by a server (submission files)."""
+    from .. import scoring
+
+    if get_benchmark(benchmark).video:
+        from ..judge import OpenAIChatClient, judge_video_qa
+
+        records = [{"question_id": row["question_id"], "question": row["prompt"], "answer": row["answer"],
+                    "pred": row["text"]} for row in read_jsonl(Path(answers))]
+        cache = cache or Path(answers).with_name("judge_cache.jsonl")
+        return judge_video_qa(records, OpenAIChatClient(), cache)
+    name = {"sqa": "sqa_img"}.get(benchmark, benchmark)
+    return scoring.score(name, Path(answers), Path(data_root)) if name in scoring.benchmarks() else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fingerprint(directory: Path) -> str | None:
+    """sha256 over config.json and, per weight file, its name, size and first and last MiB: cheap for
+    14 GB checkpoints, and changes with any re-download or conversion."""
+    if not directory.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(directory.iterdir()):
+        if path.name == "config.json" or path.suffix in (".safetensors", ".bin"):
+            size = path.stat().st_size
+            digest.update(f"{path.name}:{size}".encode())
+            with open(path, "rb") as file:
+                digest.update(file.read(1 << 20))
+                file.seek(max(0, size - (1 << 20)))
+                digest.update(file.read())
+    return digest.hexdigest()
+
+
+def _versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "transformers", "accelerate", "llava-patch", "llava-torch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
