@@ -1,0 +1,49 @@
+"""GQA test-dev balanced: exact-match accuracy, as LLaVA's `scripts/v1_5/eval/gqa.sh` computes it.
+
+Reads `<data_root>/gqa/data/testdev_balanced_questions.json` (GQA 1.2 questions: id → {"answer",
+"isBalanced", "types": {"structural": ...}, ...}). Answers are keyed by GQA question id.
+
+Mirrors `scripts/convert_gqa_for_eval.py` (prediction → `text.rstrip('.').lower()`) followed by the
+official GQA `eval.py --tier testdev_balanced` accuracy: prediction == gold answer, over the balanced
+questions, with no further normalisation ("a dog" ≠ "dog"). Like `eval.py` it also splits the
+accuracy into binary questions (structural type verify/logical/choose/compare) and open ones (query).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .common import load_json, match_answers, percent, read_answers
+from .registry import scorer
+
+
+def normalize_prediction(text: str) -> str:
+    """LLaVA's conversion for GQA's evaluator: trailing periods dropped, lower-cased."""
+    return text.strip().rstrip(".").lower()
+
+
+@scorer("gqa")
+def score(answers_file: Path, data_root: Path) -> dict[str, Any]:
+    """GQA accuracy (percent) over the answered balanced questions, also split binary / open."""
+    questions_file = data_root / "gqa" / "data" / "testdev_balanced_questions.json"
+    questions = load_json(questions_file)
+    answers = match_answers(read_answers(answers_file), questions, questions_file)
+    correct = {"binary": 0, "open": 0}
+    counted = {"binary": 0, "open": 0}
+    for question_id, answer in answers.items():
+        question = questions[question_id]
+        if not question["isBalanced"]:
+            continue
+        kind = "open" if question["types"]["structural"] == "query" else "binary"
+        counted[kind] += 1
+        correct[kind] += normalize_prediction(answer.text) == question["answer"]
+    accuracy = percent(sum(correct.values()), sum(counted.values()))
+    return {
+        "headline": accuracy,
+        "accuracy": accuracy,
+        "binary_accuracy": percent(correct["binary"], counted["binary"]),
+        "open_accuracy": percent(correct["open"], counted["open"]),
+        "n_answered": sum(counted.values()),
+        "n_questions": sum(1 for question in questions.values() if question["isBalanced"]),
+    }

@@ -1,0 +1,184 @@
+"""MMBench and MMBench-CN: local dev-set accuracy, and the test-set submission table.
+
+Files (the TSVs from OpenMMLab; columns index, question, hint, A–D, answer (dev only), category,
+image (base64), source, l2-category, comment, split):
+
+- "mmbench":    dev `<data_root>/mmbench/mmbench_dev_20230712.tsv`,
+                test `<data_root>/mmbench/mmbench_test_20230712.tsv`.
+- "mmbench_cn": dev `<data_root>/mmbench_cn/mmbench_dev_cn_20231003.tsv`,
+                test `<data_root>/mmbench_cn/mmbench_test_cn_20231003.tsv`
+                (LLaVA's scripts use `mmbench_cn/`, its docs `mmbench/`: both are looked in, in that order).
+
+Answers are keyed by the TSV's "index" (what `llava/eval/model_vqa_mmbench.py` writes as question_id).
+
+Scoring. The papers' numbers come from OpenCompass's evaluation server; this follows the heuristic
+answer matching of its open toolkit (VLMEvalKit), leaving out the ChatGPT fallback it uses for answers
+the heuristics cannot read (LLaVA answers with a bare letter). The answer's option letter is: the whole
+answer, when it is one of the question's letters (trailing periods ignored); else the one letter of the
+question that stands alone in the text (no Latin letter on either side: "The answer is B.", "答案是B"),
+if exactly one does; else the one option whose text the answer contains (case-insensitive), if
+exactly one does; else none (wrong). The question's letters are A–D up to the first empty one ("nan"
+and "none" count as empty, as in `model_vqa_mmbench.py`).
+
+Circular evaluation. MMBench repeats a question with its options rotated; the copies' indices differ
+by multiples of 1,000,000. "accuracy" (the headline, what the server reports) counts a question right
+only if every copy in the TSV is answered and right; "row_accuracy" scores each row on its own. A TSV
+without such copies gives the same number for both.
+
+Submission (what `scripts/convert_mmbench_for_submission.py` makes): the test TSV without the hint,
+category, source, image, comment and l2-category columns, with a "prediction" column (the raw answer,
+empty where unanswered) inserted as the seventh column. Written as .xlsx when the output name ends in
+.xlsx and openpyxl is installed, otherwise as TSV (an .xlsx name then becomes .tsv; the path written is
+returned).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .common import first_existing, match_answers, new_output_file, percent, read_answers, require_file
+from .registry import scorer, submission_writer
+
+_OPTION_LETTERS = "ABCD"
+_EMPTY_OPTION = frozenset({"", "nan", "none"})
+_CIRCULAR_STRIDE = 1_000_000
+_DROPPED_FOR_SUBMISSION = frozenset({"hint", "category", "source", "image", "comment", "l2-category"})
+_PREDICTION_COLUMN_POSITION = 6
+_STANDALONE_CAPITAL = re.compile(r"(?<![A-Za-z])[A-Z](?![A-Za-z])")
+# Base64 images make fields far longer than the csv module's default limit (128 KiB).
+_MAX_FIELD_SIZE = 2**31 - 1
+
+
+def read_tsv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of an MMBench TSV, without the (large) image column."""
+    previous_limit = csv.field_size_limit(_MAX_FIELD_SIZE)
+    try:
+        with require_file(path).open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t")
+            rows = [{column: value for column, value in row.items() if column != "image"} for row in reader]
+            return list(reader.fieldnames or []), rows
+    finally:
+        csv.field_size_limit(previous_limit)
+
+
+def options_of(row: dict[str, str]) -> dict[str, str]:
+    """Letter → option text, A–D up to the first empty option."""
+    options = {}
+    for letter in _OPTION_LETTERS:
+        text = (row.get(letter) or "").strip()
+        if text.lower() in _EMPTY_OPTION:
+            break
+        options[letter] = text
+    return options
+
+
+def parse_option(text: str, options: dict[str, str]) -> str | None:
+    """The option letter an answer gives (rules in the module docstring), or None."""
+    text = text.strip()
+    if text.rstrip(".") in options:
+        return text.rstrip(".")
+    letters = set(_STANDALONE_CAPITAL.findall(text)) & options.keys()
+    if len(letters) == 1:
+        return letters.pop()
+    quoted = [letter for letter, option in options.items() if option.lower() in text.lower()]
+    return quoted[0] if len(quoted) == 1 else None
+
+
+def _score(answers_file: Path, tsv: Path) -> dict[str, Any]:
+    header, rows = read_tsv(tsv)
+    if "answer" not in header:
+        raise ValueError(f"{tsv} has no 'answer' column (a test split?): submit it with write_submission instead")
+    rows_by_index = {row["index"].strip(): row for row in rows}
+    answers = match_answers(read_answers(answers_file), rows_by_index, tsv)
+    rows_per_question = defaultdict(int)
+    for index in rows_by_index:
+        rows_per_question[int(index) % _CIRCULAR_STRIDE] += 1
+    results_per_question = defaultdict(list)
+    for index, answer in answers.items():
+        row = rows_by_index[index]
+        right = parse_option(answer.text, options_of(row)) == row["answer"].strip()
+        results_per_question[int(index) % _CIRCULAR_STRIDE].append(right)
+    n_right_rows = sum(sum(results) for results in results_per_question.values())
+    n_right_questions = sum(
+        len(results) == rows_per_question[question] and all(results) for question, results in results_per_question.items()
+    )
+    accuracy = percent(n_right_questions, len(results_per_question))
+    return {
+        "headline": accuracy,
+        "accuracy": accuracy,
+        "row_accuracy": percent(n_right_rows, len(answers)),
+        "n_answered": len(answers),
+        "n_questions": len(rows_by_index),
+        "n_circular_answered": len(results_per_question),
+        "n_circular_questions": len(rows_per_question),
+    }
+
+
+def _write_submission(answers_file: Path, tsv: Path, output: Path) -> Path:
+    output = new_output_file(output)
+    header, rows = read_tsv(tsv)
+    rows_by_index = {row["index"].strip(): row for row in rows}
+    answers = match_answers(read_answers(answers_file), rows_by_index, tsv)
+    columns = [column for column in header if column not in _DROPPED_FOR_SUBMISSION]
+    columns.insert(_PREDICTION_COLUMN_POSITION, "prediction")
+    table = []
+    for index, row in rows_by_index.items():
+        prediction = answers[index].text if index in answers else ""
+        table.append([prediction if column == "prediction" else row.get(column) or "" for column in columns])
+    if output.suffix == ".xlsx":
+        try:
+            from openpyxl import Workbook
+        except ImportError:
+            output = new_output_file(output.with_suffix(".tsv"))
+        else:
+            workbook = Workbook()
+            sheet = workbook.active
+            for values in [columns, *table]:
+                sheet.append(values)
+            workbook.save(output)
+            return output
+    with output.open("x", encoding="utf-8", newline="") as handle:
+        csv.writer(handle, delimiter="\t", lineterminator="\n").writerows([columns, *table])
+    return output
+
+
+def _dev_tsv(data_root: Path, english: bool) -> Path:
+    if english:
+        return data_root / "mmbench" / "mmbench_dev_20230712.tsv"
+    name = "mmbench_dev_cn_20231003.tsv"
+    return first_existing(data_root / "mmbench_cn" / name, data_root / "mmbench" / name)
+
+
+def _test_tsv(data_root: Path, english: bool) -> Path:
+    if english:
+        return data_root / "mmbench" / "mmbench_test_20230712.tsv"
+    name = "mmbench_test_cn_20231003.tsv"
+    return first_existing(data_root / "mmbench_cn" / name, data_root / "mmbench" / name)
+
+
+@scorer("mmbench")
+def score_en(answers_file: Path, data_root: Path) -> dict[str, Any]:
+    """MMBench dev accuracy (percent): circular (headline) and per row."""
+    return _score(answers_file, _dev_tsv(data_root, english=True))
+
+
+@scorer("mmbench_cn")
+def score_cn(answers_file: Path, data_root: Path) -> dict[str, Any]:
+    """MMBench-CN dev accuracy (percent): circular (headline) and per row."""
+    return _score(answers_file, _dev_tsv(data_root, english=False))
+
+
+@submission_writer("mmbench")
+def write_submission_en(answers_file: Path, data_root: Path, output: Path) -> Path:
+    """MMBench test predictions table for OpenCompass."""
+    return _write_submission(answers_file, _test_tsv(data_root, english=True), output)
+
+
+@submission_writer("mmbench_cn")
+def write_submission_cn(answers_file: Path, data_root: Path, output: Path) -> Path:
+    """MMBench-CN test predictions table for OpenCompass."""
+    return _write_submission(answers_file, _test_tsv(data_root, english=False), output)

@@ -1,0 +1,100 @@
+"""POPE (COCO val2014; adversarial / popular / random): yes/no metrics per split, as LLaVA's
+`llava/eval/eval_pope.py`, plus the mean F1 of the splits that the papers' tables report.
+
+Reads `<data_root>/pope/llava_pope_test.jsonl` (LLaVA's question file: "question_id", "image", "text",
+"category" = split name) and, per split, `<data_root>/pope/coco/coco_pope_<split>.json` (POPE's
+labels, JSON Lines: "question_id", "image", "text", "label" = "yes"/"no"; the POPE commit LLaVA used
+has 3000 / 3000 / 2910 lines).
+
+The label files number their questions per split, so, like `eval_pope.py`, the n-th question of a
+split in LLaVA's file is paired with the n-th line of that split's label file (a pair whose images
+differ raises ValueError). Answers are then matched by LLaVA's question id, so their order does not
+matter (`eval_pope.py` relies on it).
+
+Answer parsing (`eval_pope.py`): keep the text before the first ".", delete commas, split on spaces;
+"no" if any word is exactly "No", "not" or "no", otherwise "yes" ("Yes, there is a dog." → yes,
+"There is not a dog." → no, "Nope" → yes). Metrics in percent with "yes" as the positive class; a
+precision or recall with nothing to count (where `eval_pope.py` divides by zero) is reported as 0.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .common import match_answers, percent, read_answers, read_jsonl
+from .registry import scorer
+
+SPLITS = ("adversarial", "popular", "random")
+_NO_WORDS = frozenset({"No", "not", "no"})
+
+
+def parse_yes_no(text: str) -> str:
+    """A free-form answer read as "yes" or "no", by `eval_pope.py`'s first-sentence rule."""
+    first_sentence = text.split(".")[0]
+    words = first_sentence.replace(",", "").split(" ")
+    return "no" if _NO_WORDS.intersection(words) else "yes"
+
+
+def _labels(data_root: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
+    """LLaVA's question file and question id → (split, label)."""
+    question_file = data_root / "pope" / "llava_pope_test.jsonl"
+    questions_by_split = defaultdict(list)
+    for line_number, question in read_jsonl(question_file):
+        questions_by_split[question["category"]].append((line_number, question))
+    unknown = sorted(set(questions_by_split) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"{question_file}: unknown POPE split(s) {unknown}; expected {list(SPLITS)}")
+    labels = {}
+    for split, questions in questions_by_split.items():
+        label_file = data_root / "pope" / "coco" / f"coco_pope_{split}.json"
+        label_rows = read_jsonl(label_file)
+        if len(label_rows) != len(questions):
+            raise ValueError(
+                f"{question_file} has {len(questions)} {split} questions but {label_file} has {len(label_rows)} labels"
+            )
+        for (line_number, question), (label_line, label) in zip(questions, label_rows, strict=True):
+            if question["image"] != label["image"]:
+                raise ValueError(
+                    f"{question_file}, line {line_number} ({question['image']}) does not pair with "
+                    f"{label_file}, line {label_line} ({label['image']})"
+                )
+            labels[str(question["question_id"])] = (split, "no" if label["label"] == "no" else "yes")
+    return question_file, labels
+
+
+def split_metrics(predictions: list[str], labels: list[str]) -> dict[str, Any]:
+    """Accuracy, precision, recall, F1 and yes-ratio (percent) of yes/no predictions, "yes" positive."""
+    pairs = list(zip(predictions, labels, strict=True))
+    tp = pairs.count(("yes", "yes"))
+    fp = pairs.count(("yes", "no"))
+    tn = pairs.count(("no", "no"))
+    fn = pairs.count(("no", "yes"))
+    precision = percent(tp, tp + fp) or 0.0
+    recall = percent(tp, tp + fn) or 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "accuracy": percent(tp + tn, len(pairs)),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "yes_ratio": percent(tp + fp, len(pairs)),
+        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+        "n_answered": len(pairs),
+    }  # fmt: skip
+
+
+@scorer("pope")
+def score(answers_file: Path, data_root: Path) -> dict[str, Any]:
+    """Per-split POPE metrics and `f1_mean`, the mean F1 over the splits that have answers."""
+    question_file, labels = _labels(data_root)
+    answers = match_answers(read_answers(answers_file), labels, question_file)
+    predictions, truths = defaultdict(list), defaultdict(list)
+    for question_id, answer in answers.items():
+        split, label = labels[question_id]
+        predictions[split].append(parse_yes_no(answer.text))
+        truths[split].append(label)
+    per_split = {split: split_metrics(predictions[split], truths[split]) for split in SPLITS if predictions[split]}
+    f1_mean = sum(metrics["f1"] for metrics in per_split.values()) / len(per_split)
+    return {"headline": f1_mean, "f1_mean": f1_mean, **per_split, "n_answered": len(answers), "n_questions": len(labels)}
