@@ -1,7 +1,6 @@
 """Budgets, the method registry and the errors `apply` gives for bad input."""
 
 import pytest
-import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 import llava_patch

@@ -134,3 +134,101 @@ def test_the_bash_script_runs_one_evaluation_through_accelerate(tiny_original, m
     assert finished.returncode == 0, finished.stderr[-3000:]
     manifest = json.loads((tmp_path / "runs" / "v1_5" / "llava-v1.5-tiny" / "pope" / "vtc_cls-16" / "manifest.json").read_text())
     assert manifest["measured_visual_tokens"]["max"] == 16 and manifest["questions"] == 2
+
+
+def _write_video(path, frames=10, size=56):
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for index in range(frames):
+            pixels = np.full((size, size, 3), (25 * index) % 256, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_video_qa_runs_with_the_judge_over_http(tiny_video_dir, tmp_path, server):
+    qa = tmp_path / "eval" / "GPT_Zero_Shot_QA" / "MSVD_Zero_Shot_QA"
+    (qa / "videos").mkdir(parents=True)
+    questions, answers = [], []
+    for index in range(3):
+        _write_video(qa / "videos" / f"clip{index}.mp4")
+        questions.append({"video_name": f"clip{index}", "question_id": f"v_{index}", "question": f"what happens {index}?"})
+        answers.append({"question_id": f"v_{index}", "answer": "dog", "type": 3})
+    (qa / "test_q.json").write_text(json.dumps(questions))
+    (qa / "test_a.json").write_text(json.dumps(answers))
+    config = RunConfig(model=str(tiny_video_dir), benchmark="msvd", data_root=str(tmp_path / "eval"), backend="hf",
+                       output_dir=str(tmp_path / "run"), method="fastervlm", keep=6, batch_size=2, dtype="float32")
+    manifest = run(config)
+    assert manifest["measured_visual_tokens"] == {"min": 48, "mean": 48, "max": 48}  # 8 frames × 6
+    rows = _answers(tmp_path / "run")
+    assert [row["answer"] for row in rows] == ["dog"] * 3 and [row["question_id"] for row in rows] == ["v_0", "v_1", "v_2"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["judged"] == 3 and metrics["accuracy"] == 0.0 and len(server.requests) == 3  # the server says "no"
+    from llava_patch.eval.runner import score_answers
+
+    assert score_answers("msvd", tmp_path / "run" / "answers.jsonl", tmp_path / "eval",
+                         cache=tmp_path / "run" / "judge_cache.jsonl")["judged"] == 3
+    assert len(server.requests) == 3  # a rescore is answered from the cache
+
+
+def test_science_qa_and_mmbench_prompts_follow_llavas_entry_points(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from llava_patch.eval.benchmarks import OPTION_SUFFIX, get_benchmark
+
+    sqa = tmp_path / "scienceqa"
+    sqa.mkdir()
+    (sqa / "llava_test_CQM-A.json").write_text(json.dumps([
+        {"id": "7", "image": "7/image.png", "conversations": [{"from": "human", "value": "<image>\nWhich is bigger?\nA. ant\nB. cow"}]},
+        {"id": "9", "conversations": [{"from": "human", "value": "Which is a metal?\nA. iron\nB. wood"}]},
+    ]))
+    image_question, text_question = get_benchmark("sqa").questions(tmp_path)
+    assert image_question.text == "Which is bigger?\nA. ant\nB. cow\n" + OPTION_SUFFIX and image_question.image == "7/image.png"
+    assert image_question.record["prompt"] == "<image>\n" + image_question.text
+    assert text_question.image is None and text_question.text == "Which is a metal?\nA. iron\nB. wood\n" + OPTION_SUFFIX
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, format="PNG")
+    mmbench = tmp_path / "mmbench_cn"
+    mmbench.mkdir()
+    header = "index\tquestion\thint\tA\tB\tC\tD\tanswer\tcategory\timage\n"
+    rows = [f"3\t哪个是红色?\tnan\t苹果\t香蕉\tnan\tnan\tA\tcolor\t{base64.b64encode(buffer.getvalue()).decode()}\n"]
+    (mmbench / "mmbench_dev_cn_20231003.tsv").write_text(header + "".join(rows))
+    (question,) = get_benchmark("mmbench_cn").questions(tmp_path)
+    assert question.text == "哪个是红色?\nA. 苹果\nB. 香蕉\n请直接回答选项字母。"
+    assert question.record["options"] == ["苹果", "香蕉"] and question.image.size == (8, 8)
+
+
+def test_the_sweep_writes_its_table_and_the_same_figure_twice(tiny_original, minibench, tmp_path):
+    from llava_patch.eval.sweep import sweep
+
+    for attempt in ("first", "second"):
+        rows = sweep(str(tiny_original[0]), Path(minibench), tmp_path / attempt, ["pope"], methods=["none", "fastervlm"],
+                     ratios=[0.9], dtype="float32", limit=3)
+    assert [(row["method"], row["reduction_ratio"], row["visual_tokens_mean"]) for row in rows] == [
+        ("none", 0.0, 64), ("fastervlm", 0.9, 6)]
+    assert (tmp_path / "second" / "results.md").read_text().count("| pope |") == 2
+    assert (tmp_path / "first" / "retention.png").read_bytes() == (tmp_path / "second" / "retention.png").read_bytes()
+
+
+def test_mmvet_is_graded_by_the_gpt_grader_when_a_key_is_set(tmp_path, server):
+    from llava_patch.eval.runner import score_answers
+
+    (tmp_path / "mm-vet").mkdir()
+    (tmp_path / "mm-vet" / "mm-vet.json").write_text(json.dumps({
+        "v1_0": {"question": "What is 2+2?", "answer": "4", "imagename": "v1_0.png"},
+        "v1_1": {"question": "Colour?", "answer": "red<OR>crimson", "imagename": "v1_1.png"}}))
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps({"question_id": i, "prompt": q, "text": t}) + "\n"
+                               for i, q, t in [(0, "What is 2+2?", "4"), (1, "Colour?", "blue")]))
+    server.replies = {"blue": "0.0", "4": "1.0"}
+    metrics = score_answers("mmvet", answers, tmp_path)
+    assert metrics["score"] == 50.0 and len(server.requests) == 2

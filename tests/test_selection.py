@@ -5,7 +5,7 @@ import torch
 import transformers.models.clip.modeling_clip as modeling_clip
 
 import llava_patch
-from llava_patch.testing import NUM_PATCHES, SELECT_LAYER, load, prompt, random_image
+from llava_patch.testing import SELECT_LAYER, load, prompt, random_image
 
 QUESTIONS = ["what is in the image ?", "describe the image", "colour ?", "w1 w2 w3 ?", "w4 is", "the w5"]
 

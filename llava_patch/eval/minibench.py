@@ -69,7 +69,8 @@ def build_minibench(data_root: str | Path, images: int = 12, seed: int = 0, size
             question = f"What color is the {shape}?"
             gqa_questions.append({"question_id": question_id, "image": name, "text": question + "\n" + SHORT_ANSWER})
             gqa_truth[question_id] = {"imageId": name[:-4], "question": question, "answer": color,
-                                      "fullAnswer": f"The {shape} is {color}.", "isBalanced": True}
+                                      "fullAnswer": f"The {shape} is {color}.", "isBalanced": True,
+                                      "types": {"structural": "query", "semantic": "attr", "detailed": "color"}}
     _write_jsonl(root / "pope" / "llava_pope_test.jsonl", pope_questions)
     for split, rows in pope_labels.items():
         _write_jsonl(root / "pope" / "coco" / f"coco_pope_{split}.json", rows)

@@ -239,17 +239,26 @@ def _score(config: RunConfig, output: Path) -> None:
 
 
 def score_answers(benchmark: str, answers: Path, data_root: Path, cache: Path | None = None) -> dict | None:
-    """Metrics of an answers file: the local scorers, or the LLM judge for video QA (cached per question
-    in `cache`, default beside the answers). None for benchmarks scored by a server (submission files)."""
+    """Metrics of an answers file: the local scorers, or an LLM judge — video QA, and MM-Vet's GPT grader
+    when OPENAI_API_KEY is set — cached per question in `cache` (default beside the answers). None for
+    benchmarks scored by a server (write their submission files)."""
     from .. import scoring
+    from ..judge import OpenAIChatClient, grade_mmvet, judge_video_qa
 
+    rows = read_jsonl(Path(answers))
+    cache = cache or Path(answers).with_name("judge_cache.jsonl")
     if get_benchmark(benchmark).video:
-        from ..judge import OpenAIChatClient, judge_video_qa
-
         records = [{"question_id": row["question_id"], "question": row["prompt"], "answer": row["answer"],
-                    "pred": row["text"]} for row in read_jsonl(Path(answers))]
-        cache = cache or Path(answers).with_name("judge_cache.jsonl")
+                    "pred": row["text"]} for row in rows]
         return judge_video_qa(records, OpenAIChatClient(), cache)
+    if benchmark == "mmvet" and os.environ.get(API_KEY_ENV):
+        truth_file = Path(data_root) / "mm-vet" / "mm-vet.json"
+        if not truth_file.is_file():
+            raise FileNotFoundError(f"{truth_file}: missing (MM-Vet's questions and answers, from mm-vet.zip)")
+        truth = json.loads(truth_file.read_text(encoding="utf-8"))
+        records = [{"question_id": row["question_id"], "question": row["prompt"],
+                    "answer": truth[f"v1_{row['question_id']}"]["answer"], "pred": row["text"]} for row in rows]
+        return grade_mmvet(records, OpenAIChatClient(), cache)
     name = {"sqa": "sqa_img"}.get(benchmark, benchmark)
     return scoring.score(name, Path(answers), Path(data_root)) if name in scoring.benchmarks() else None
 
