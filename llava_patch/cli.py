@@ -3,6 +3,8 @@
     llava-patch eval --model CKPT --benchmark pope --data-root playground/data/eval \
         --method fastervlm --reduction-ratio 0.95 --output-dir runs/pope-fastervlm-95   # also: accelerate launch -m llava_patch.eval
     llava-patch score pope --answers runs/.../answers.jsonl --data-root playground/data/eval
+    llava-patch tables  [--runs runs] [--output paper_tables]   # published tables, reproduced values beside them
+    llava-patch figures [--runs runs] [--output figures]        # retention curves (published + reproduced)
     llava-patch convert --to hf    ORIGINAL_DIR OUT_DIR   # original LLaVA layout → transformers llava-hf layout
     llava-patch convert --to llava HF_DIR OUT_DIR         # and back
     llava-patch compare DIR_A DIR_B [--atol 0]            # same model? (either layout; exit 1 if not)
@@ -41,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--batch-size", type=int, default=1)
     evaluate.add_argument("--limit", type=int, help="only the first N questions (smoke runs)")
     evaluate.add_argument("--dtype", choices=("float16", "bfloat16", "float32"))
+    tables = commands.add_parser("tables", help="render the papers' tables (Markdown + LaTeX) with reproduced values")
+    tables.add_argument("--runs", help="a directory holding evaluation runs (metrics.json + manifest.json)")
+    tables.add_argument("--output", default="paper_tables")
+    tables.add_argument("--tolerance", type=float, default=0.015, help="flag |Δ| above this fraction of the published value")
+    figures = commands.add_parser("figures", help="retention curves from published and reproduced numbers")
+    figures.add_argument("--runs", help="a directory holding evaluation runs")
+    figures.add_argument("--output", default="figures")
     score = commands.add_parser("score", help="print a benchmark's metrics for an answers file as JSON")
     score.add_argument("benchmark")
     score.add_argument("--answers", required=True)
@@ -69,6 +78,18 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{args.benchmark} is scored by its server: write the submission file with "
                                  "llava_patch.scoring.write_submission")
             print(json.dumps(metrics, indent=2))
+            return 0
+        if args.command == "tables":
+            from .tables import write_tables
+
+            for path in write_tables(args.output, args.runs, tolerance=args.tolerance):
+                print(f"wrote {path}")
+            return 0
+        if args.command == "figures":
+            from .figures import write_figures
+
+            for path in write_figures(args.output, args.runs):
+                print(f"wrote {path}")
             return 0
         if args.command == "convert":
             target = conversion.original_to_hf if args.to == "hf" else conversion.hf_to_original

@@ -34,7 +34,7 @@ def sweep(model: str, data_root: Path, output_root: Path, benchmarks: list[str],
                                   batch_size=batch_size, dtype=dtype, limit=limit))
                 rows.append(_row(benchmark, method, ratio, output))
     _write_tables(rows, output_root)
-    _plot(rows, output_root / "retention.png")
+    _plot(rows, output_root / "retention")
     return rows
 
 
@@ -61,13 +61,13 @@ def _write_tables(rows: list[dict], output_root: Path) -> None:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..figures import save_figure
 
     benchmarks = sorted({row["benchmark"] for row in rows})
-    figure, axes = plt.subplots(1, len(benchmarks), figsize=(4.5 * len(benchmarks), 3.5), squeeze=False)
+    figure = Figure(figsize=(4.5 * len(benchmarks), 3.5))
+    axes = figure.subplots(1, len(benchmarks), squeeze=False)
     for axis, benchmark in zip(axes[0], benchmarks):
         subset = [row for row in rows if row["benchmark"] == benchmark and row["value"] is not None]
         for method in dict.fromkeys(row["method"] for row in subset):
@@ -79,8 +79,7 @@ def _plot(rows: list[dict], path: Path) -> None:
         axis.set(title=benchmark, xlabel="visual tokens pruned (%)", ylabel=HEADLINE.get(benchmark, "metric"))
         axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=120, metadata={"Software": None})  # no timestamp: same inputs, same file
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     sweep(model, Path(data_root), output_root, args.benchmarks, args.methods, args.ratios, args.backend,
           args.batch_size, dtype, args.limit)
     print((output_root / "results.md").read_text())
-    print(f"wrote {output_root / 'results.csv'}, {output_root / 'results.md'}, {output_root / 'retention.png'}")
+    print(f"wrote {output_root / 'results.csv'}, {output_root / 'results.md'}, {output_root / 'retention.png'} (.pdf)")
 
 
 def _embedded_default(root: Path) -> tuple[str, str]:

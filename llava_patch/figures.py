@@ -1,0 +1,109 @@
+"""Retention figures from data (`llava-patch figures`): the papers' "performance kept vs % of visual
+tokens pruned" curves from the published numbers, with reproduced points overlaid where they exist.
+
+- `retention.png/.pdf`: each paper's average per method and model against the reduction ratio, the
+  unpruned model as a horizontal line (FasterVLM's Average is already relative; VTC-CLS's is a mean).
+- `retention_relative.png/.pdf`: the same as % of the unpruned average, 95% pruning marked.
+- `benchmarks_<paper>_<model>.png/.pdf`: one small panel per benchmark.
+Figures carry no timestamps: the same inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from .published import load_published
+from .tables import BENCHMARK_NAMES, build_tables, reproduced_results
+
+PRUNED_METHODS_ORDER = ("fastv", "fitprune", "sparsevlm", "prumerge_plus", "fastervlm", "vtc_cls")
+
+
+def save_figure(figure: Figure, path: str | Path) -> list[Path]:
+    """Write `figure` to `path`.png and `path`.pdf (`path` without suffix; names may hold dots, as
+    "llava-1.5-7b"), without timestamps or software versions: the same figure gives the same bytes.
+    Figures here are `Figure` objects (Agg renderer, no pyplot state)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png, pdf = path.with_name(path.name + ".png"), path.with_name(path.name + ".pdf")
+    figure.savefig(png, dpi=150, metadata={"Software": None})
+    figure.savefig(pdf, metadata={"Creator": None, "Producer": None, "CreationDate": None})
+    return [png, pdf]
+
+
+def _series(table: dict, benchmark: str) -> tuple[dict[str, list[tuple]], float | None, float | None]:
+    """Per pruning method: sorted (ratio %, published, reproduced) points; the unpruned published and
+    reproduced values."""
+    series: dict[str, list[tuple]] = {}
+    unpruned = unpruned_reproduced = None
+    for (key, column, _), cell in table["cells"].items():
+        if column != benchmark:
+            continue
+        method, _, ratio = key
+        if method == "none":
+            unpruned, unpruned_reproduced = cell.published, cell.reproduced
+        elif method != "no_image":
+            series.setdefault(method, []).append((100 * ratio, cell.published, cell.reproduced))
+    ordered = {m: sorted(series[m]) for m in sorted(series, key=lambda m: (m not in PRUNED_METHODS_ORDER,
+               PRUNED_METHODS_ORDER.index(m) if m in PRUNED_METHODS_ORDER else 0, m))}
+    return ordered, unpruned, unpruned_reproduced
+
+
+def _panel(axis, table: dict, benchmark: str, relative: bool, title: str) -> None:
+    series, unpruned, unpruned_reproduced = _series(table, benchmark)
+    scale = 100.0 / unpruned if relative and unpruned else 1.0
+    for index, (method, points) in enumerate(series.items()):
+        color = f"C{index}"
+        axis.plot([p[0] for p in points], [p[1] * scale for p in points], marker="o", color=color, label=method)
+        reproduced = [(p[0], p[2] * scale) for p in points if p[2] is not None]
+        if reproduced:
+            axis.scatter(*zip(*reproduced), facecolors="none", edgecolors=color, s=80, linewidths=1.5,
+                         label=f"{method} (reproduced)")
+    if unpruned is not None:
+        axis.axhline(unpruned * scale, color="black", linestyle="--", linewidth=1, label="unpruned")
+    if unpruned_reproduced is not None:
+        axis.axhline(unpruned_reproduced * scale, color="gray", linestyle=":", linewidth=1, label="unpruned (reproduced)")
+    if relative:
+        axis.axvline(95, color="red", linewidth=0.8, alpha=0.6)
+    axis.set_title(title, fontsize=9)
+    axis.set_xlabel("visual tokens pruned (%)", fontsize=8)
+    axis.tick_params(labelsize=7)
+
+
+def retention_figure(tables: dict, relative: bool = False):
+    keys = [key for key, table in tables.items() if any(b == "average" for b, _ in table["columns"])]
+    figure = Figure(figsize=(4.2 * len(keys), 3.6))
+    axes = figure.subplots(1, len(keys), squeeze=False)
+    for axis, (paper, model) in zip(axes[0], keys):
+        _panel(axis, tables[(paper, model)], "average", relative, f"{paper}: {model}")
+        axis.set_ylabel("% of unpruned average" if relative else "average (as published)", fontsize=8)
+        axis.legend(fontsize=6)
+    figure.tight_layout()
+    return figure
+
+
+def benchmark_figure(table: dict, paper: str, model: str):
+    columns = list(dict.fromkeys(benchmark for benchmark, _ in table["columns"]))
+    width = 4
+    rows = -(-len(columns) // width)
+    figure = Figure(figsize=(3.4 * width, 2.8 * rows))
+    axes = figure.subplots(rows, width, squeeze=False)
+    for axis, column in zip(axes.flat, columns):
+        _panel(axis, table, column, False, BENCHMARK_NAMES.get(column, column))
+    for axis in list(axes.flat)[len(columns):]:
+        axis.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    figure.suptitle(f"{paper}: {model}", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def write_figures(output: str | Path, runs_root: str | Path | None = None, published_csv: str | Path | None = None) -> list[Path]:
+    tables = build_tables(load_published(published_csv), reproduced_results(runs_root) if runs_root else [])
+    output = Path(output)
+    paths = save_figure(retention_figure(tables), output / "retention")
+    paths += save_figure(retention_figure(tables, relative=True), output / "retention_relative")
+    for (paper, model), table in tables.items():
+        paths += save_figure(benchmark_figure(table, paper, model), output / f"benchmarks_{paper}_{model}")
+    return paths

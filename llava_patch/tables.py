@@ -1,0 +1,191 @@
+"""Paper tables from data: published numbers (`paper_tables/published.csv`) beside reproduced ones.
+
+`llava-patch tables` renders one table per (paper, model) in the paper's layout — its methods and
+budgets as rows, its benchmarks and average as columns — as Markdown and LaTeX. A cell shows the
+published value; where a run reproduced it, "published / reproduced (Δ)", flagged with ⚠ when the
+difference exceeds the tolerance (relative to the published value); "·" marks a cell not yet
+reproduced. Reproduced values come from evaluation runs (`metrics.json` + `manifest.json`): a run is
+matched to a cell by model, method, benchmark and the visual tokens it measured (the published
+"# Token"; PruMerge+'s nominal budget, whose counts vary per image).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .published import load_published, recompute_average
+
+FLAG, MISSING = "⚠", "·"
+BENCHMARK_NAMES = {  # column titles as the papers print them
+    "vqav2": "VQAv2", "gqa": "GQA", "vizwiz": "VizWiz", "sqa_img": "SQA-IMG", "sqa": "SciQA", "textvqa": "TextVQA",
+    "pope": "POPE", "mme": "MME", "mmbench": "MMB", "mmbench_cn": "MMB-CN", "mmvet": "MM-Vet", "seed": "SEED",
+    "average": "Average", "tgif": "TGIF", "msvd": "MSVD", "msrvtt": "MSRVTT", "activitynet": "ActivityNet",
+}
+RUN_BENCHMARK = {"fastervlm": {"sqa": "sqa_img"}}  # a run's benchmark name → the paper's column
+
+
+@dataclass(frozen=True)
+class Cell:
+    published: float | None
+    reproduced: float | None = None
+
+    @property
+    def difference(self) -> float | None:
+        if self.published is None or self.reproduced is None:
+            return None
+        return self.reproduced - self.published
+
+
+def canonical_model(path: str) -> str | None:
+    """The published model name a checkpoint path or hub id stands for (None if unknown)."""
+    name = Path(path).name.lower()
+    if "video" in name:
+        return "video-llava-7b"
+    if "v1.6" in name or "next" in name:
+        return "llava-next-7b"
+    if "13b" in name:
+        return "llava-1.5-13b"
+    if re.search(r"v?1\.5", name) and "7b" in name:
+        return "llava-1.5-7b"
+    return None
+
+
+def reproduced_results(runs_root: str | Path) -> list[dict]:
+    """One record per finished evaluation run under `runs_root` that has metrics."""
+    results = []
+    for manifest_path in sorted(Path(runs_root).rglob("manifest.json")):
+        metrics_path = manifest_path.with_name("metrics.json")
+        if not metrics_path.exists():
+            continue
+        manifest, metrics = json.loads(manifest_path.read_text()), json.loads(metrics_path.read_text())
+        measured = manifest.get("measured_visual_tokens") or {}
+        tokens = manifest["requested_budget"]["keep"] if manifest["method"] == "prumerge_plus" else round(measured.get("mean", 0))
+        results.append({"model": canonical_model(manifest["model"]), "method": manifest["method"],
+                        "benchmark": manifest["benchmark"], "tokens": tokens, "values": _headline_values(metrics),
+                        "run": str(manifest_path.parent)})
+    return results
+
+
+def _headline_values(metrics: dict) -> dict[str | None, float]:
+    """metric name → value in the papers' units; None → the single number a table prints."""
+    if "judged" in metrics:  # video QA judge: accuracy is a fraction, the tables print percent
+        return {"accuracy": 100 * metrics["accuracy"], "score": metrics["score"]}
+    return {None: metrics["headline"]}
+
+
+def build_tables(published: list[dict], reproduced: list[dict]) -> dict[tuple[str, str], dict]:
+    """(paper, model) → {"columns": [(benchmark, metric)], "rows": [(method, tokens, ratio)],
+    "cells": {(row, benchmark, metric): Cell}}, in the papers' order. Rows without a token budget
+    (VTC-CLS's reference rows of other models) are not part of a pruning table."""
+    tables: dict[tuple[str, str], dict] = {}
+    for row in published:
+        if row["tokens"] is None:
+            continue
+        table = tables.setdefault((row["paper"], row["model"]), {"columns": [], "rows": [], "cells": {}})
+        key = (row["method"], int(row["tokens"]), row["reduction_ratio"])
+        if (row["benchmark"], row["metric"]) not in table["columns"]:
+            table["columns"].append((row["benchmark"], row["metric"]))
+        if key not in table["rows"]:
+            table["rows"].append(key)
+        table["cells"][(key, row["benchmark"], row["metric"])] = Cell(row["value"])
+    for (paper, model), table in tables.items():
+        _add_reproduced(paper, model, table, reproduced)
+    return tables
+
+
+def _add_reproduced(paper: str, model: str, table: dict, reproduced: list[dict]) -> None:
+    values: dict[tuple, float] = {}
+    for result in reproduced:
+        benchmark = RUN_BENCHMARK.get(paper, {}).get(result["benchmark"], result["benchmark"])
+        for key in table["rows"]:
+            if result["model"] == model and key[0] == result["method"] and key[1] == result["tokens"]:
+                for metric, value in result["values"].items():
+                    values[(key, benchmark, metric)] = value
+    for (key, benchmark, metric), cell in list(table["cells"].items()):
+        value = values.get((key, benchmark, metric), values.get((key, benchmark, None)))
+        if value is not None:
+            table["cells"][(key, benchmark, metric)] = Cell(cell.published, value)
+    single = {(key, benchmark): value for (key, benchmark, metric), value in values.items() if metric is None}
+    unpruned = next((key for key in table["rows"] if key[0] == "none"), None)
+    for key in table["rows"]:  # a reproduced average needs every benchmark of the row and of the unpruned row
+        rows = [{"paper": paper, "model": model, "method": row_key[0], "reduction_ratio": row_key[2],
+                 "benchmark": benchmark, "value": value}
+                for (row_key, benchmark), value in single.items() if row_key in (key, unpruned)]
+        try:
+            average = recompute_average(rows, paper, model, key[0], key[2])
+        except (KeyError, ValueError, ZeroDivisionError):
+            continue
+        for (row_key, benchmark, metric), cell in list(table["cells"].items()):
+            if row_key == key and benchmark == "average":
+                table["cells"][(row_key, benchmark, metric)] = Cell(cell.published, average)
+
+
+def _format(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _cell_text(cell: Cell, tolerance: float) -> str:
+    if cell.reproduced is None:
+        return f"{_format(cell.published)} {MISSING}"
+    flag = f" {FLAG}" if cell.published and abs(cell.difference) > tolerance * abs(cell.published) else ""
+    return f"{_format(cell.published)} / {_format(cell.reproduced)} ({cell.difference:+.2f}){flag}"
+
+
+def _grid(table: dict, tolerance: float) -> tuple[list[str], list[list[str]]]:
+    benchmarks = [benchmark for benchmark, _ in table["columns"]]
+    header = ["Method", "Reduction", "# Token"] + [
+        BENCHMARK_NAMES.get(benchmark, benchmark) + (f" {metric}" if benchmarks.count(benchmark) > 1 else "")
+        for benchmark, metric in table["columns"]]
+    lines = []
+    for key in table["rows"]:
+        method, tokens, ratio = key
+        cells = []
+        for benchmark, metric in table["columns"]:
+            cell = table["cells"].get((key, benchmark, metric))
+            cells.append("" if cell is None else _cell_text(cell, tolerance))
+        lines.append([method, f"{ratio:.0%}", str(tokens)] + cells)
+    return header, lines
+
+
+def render_markdown(paper: str, model: str, table: dict, tolerance: float = 0.015) -> str:
+    header, lines = _grid(table, tolerance)
+    out = [f"### {paper} — {model}", "",
+           f"Published value; `published / reproduced (Δ)` where reproduced ({FLAG}: |Δ| > {tolerance:.1%} of the "
+           f"published value); {MISSING}: not reproduced yet.", "",
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
+    return "\n".join(out) + "\n"
+
+
+def render_latex(paper: str, model: str, table: dict, tolerance: float = 0.015) -> str:
+    header, lines = _grid(table, tolerance)
+
+    def escape(text: str) -> str:
+        return (text.replace("\\", r"\textbackslash{}").replace("%", r"\%").replace("#", r"\#").replace("_", r"\_")
+                .replace(FLAG, r"$^\dagger$").replace(MISSING, r"$\cdot$").replace("Δ", r"$\Delta$"))
+
+    out = [r"% " + f"{paper} — {model}: published / reproduced (difference); $^\\dagger$: outside tolerance",
+           r"\begin{tabular}{" + "l" * 3 + "c" * (len(header) - 3) + "}", r"\toprule",
+           " & ".join(escape(h) for h in header) + r" \\", r"\midrule"]
+    out += [" & ".join(escape(cell) for cell in line) + r" \\" for line in lines]
+    out += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(out) + "\n"
+
+
+def write_tables(output: str | Path, runs_root: str | Path | None = None, published_csv: str | Path | None = None,
+                 tolerance: float = 0.015) -> list[Path]:
+    """Render every (paper, model) table as `<paper>_<model>.md` and `.tex` under `output`."""
+    published = load_published(published_csv)
+    reproduced = reproduced_results(runs_root) if runs_root else []
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (paper, model), table in build_tables(published, reproduced).items():
+        for suffix, render in ((".md", render_markdown), (".tex", render_latex)):
+            path = output / f"{paper}_{model}{suffix}"
+            path.write_text(render(paper, model, table, tolerance), encoding="utf-8")
+            written.append(path)
+    return written
