@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     figures = commands.add_parser("figures", help="retention curves from published and reproduced numbers")
     figures.add_argument("--runs", help="a directory holding evaluation runs")
     figures.add_argument("--output", default="figures")
+    figures.add_argument("--model", help="also the attention figures, on this transformers LLaVA checkpoint")
+    figures.add_argument("--samples", help="with --model: samples in LLaVA's instruction format (JSON list, e.g. "
+                                           "a 1 000-sample subset of llava_v1_5_mix665k.json)")
+    figures.add_argument("--image-root", help="with --model: the directory the samples' image paths are relative to")
+    figures.add_argument("--limit", type=int, help="with --model: the first N samples only")
     score = commands.add_parser("score", help="print a benchmark's metrics for an answers file as JSON")
     score.add_argument("benchmark")
     score.add_argument("--answers", required=True)
@@ -86,9 +92,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {path}")
             return 0
         if args.command == "figures":
-            from .figures import write_figures
+            from .figures import write_attention_figures, write_figures
 
-            for path in write_figures(args.output, args.runs):
+            paths = write_figures(args.output, args.runs)
+            if args.model:
+                if not args.samples:
+                    raise ValueError("--model needs --samples (LLaVA instruction-format JSON)")
+                from .loading import read_config
+
+                samples = read_config(Path(args.samples))[: args.limit]
+                paths += write_attention_figures(args.model, samples, args.output, args.image_root)
+            for path in paths:
                 print(f"wrote {path}")
             return 0
         if args.command == "convert":

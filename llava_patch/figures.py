@@ -32,13 +32,13 @@ def save_figure(figure: Figure, path: str | Path) -> list[Path]:
     return [png, pdf]
 
 
-def _series(table: dict, benchmark: str) -> tuple[dict[str, list[tuple]], float | None, float | None]:
-    """Per pruning method: sorted (ratio %, published, reproduced) points; the unpruned published and
-    reproduced values."""
+def _series(table: dict, benchmark: str, metric: str) -> tuple[dict[str, list[tuple]], float | None, float | None]:
+    """Per pruning method: sorted (ratio %, published, reproduced) points of one (benchmark, metric)
+    column; the unpruned published and reproduced values."""
     series: dict[str, list[tuple]] = {}
     unpruned = unpruned_reproduced = None
-    for (key, column, _), cell in table["cells"].items():
-        if column != benchmark:
+    for (key, column, cell_metric), cell in table["cells"].items():
+        if (column, cell_metric) != (benchmark, metric):
             continue
         method, _, ratio = key
         if method == "none":
@@ -50,8 +50,8 @@ def _series(table: dict, benchmark: str) -> tuple[dict[str, list[tuple]], float 
     return ordered, unpruned, unpruned_reproduced
 
 
-def _panel(axis, table: dict, benchmark: str, relative: bool, title: str) -> None:
-    series, unpruned, unpruned_reproduced = _series(table, benchmark)
+def _panel(axis, table: dict, column: tuple[str, str], relative: bool, title: str) -> None:
+    series, unpruned, unpruned_reproduced = _series(table, *column)
     scale = 100.0 / unpruned if relative and unpruned else 1.0
     for index, (method, points) in enumerate(series.items()):
         color = f"C{index}"
@@ -72,11 +72,12 @@ def _panel(axis, table: dict, benchmark: str, relative: bool, title: str) -> Non
 
 
 def retention_figure(tables: dict, relative: bool = False):
-    keys = [key for key, table in tables.items() if any(b == "average" for b, _ in table["columns"])]
-    figure = Figure(figsize=(4.2 * len(keys), 3.6))
-    axes = figure.subplots(1, len(keys), squeeze=False)
-    for axis, (paper, model) in zip(axes[0], keys):
-        _panel(axis, tables[(paper, model)], "average", relative, f"{paper}: {model}")
+    averages = {key: next(column for column in table["columns"] if column[0] == "average")
+                for key, table in tables.items() if any(column[0] == "average" for column in table["columns"])}
+    figure = Figure(figsize=(4.2 * len(averages), 3.6))
+    axes = figure.subplots(1, len(averages), squeeze=False)
+    for axis, ((paper, model), column) in zip(axes[0], averages.items()):
+        _panel(axis, tables[(paper, model)], column, relative, f"{paper}: {model} ({column[1]})")
         axis.set_ylabel("% of unpruned average" if relative else "average (as published)", fontsize=8)
         axis.legend(fontsize=6)
     figure.tight_layout()
@@ -84,13 +85,13 @@ def retention_figure(tables: dict, relative: bool = False):
 
 
 def benchmark_figure(table: dict, paper: str, model: str):
-    columns = list(dict.fromkeys(benchmark for benchmark, _ in table["columns"]))
+    columns = table["columns"]
     width = 4
     rows = -(-len(columns) // width)
     figure = Figure(figsize=(3.4 * width, 2.8 * rows))
     axes = figure.subplots(rows, width, squeeze=False)
     for axis, column in zip(axes.flat, columns):
-        _panel(axis, table, column, False, BENCHMARK_NAMES.get(column, column))
+        _panel(axis, table, column, False, f"{BENCHMARK_NAMES.get(column[0], column[0])} ({column[1]})")
     for axis in list(axes.flat)[len(columns):]:
         axis.axis("off")
     axes.flat[0].legend(fontsize=6)
@@ -106,4 +107,32 @@ def write_figures(output: str | Path, runs_root: str | Path | None = None, publi
     paths += save_figure(retention_figure(tables, relative=True), output / "retention_relative")
     for (paper, model), table in tables.items():
         paths += save_figure(benchmark_figure(table, paper, model), output / f"benchmarks_{paper}_{model}")
+    return paths
+
+
+def write_attention_figures(model_path: str | Path, samples: list[dict], output: str | Path,
+                            image_root: str | Path | None = None) -> list[Path]:
+    """The attention analyses of FasterVLM's paper on a transformers LLaVA model and samples in LLaVA's
+    instruction format: the attention-map figure of the first sample, the attention shift (bars and
+    heat maps) and the attention dispersion over all samples."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from . import analysis
+
+    model = LlavaForConditionalGeneration.from_pretrained(model_path).eval()
+    processor = AutoProcessor.from_pretrained(model_path)
+    output = Path(output)
+    first = samples[0]
+    inputs = analysis.attention_map_inputs(model, processor, analysis.sample_image(first, image_root),
+                                           analysis.first_question(first))
+    paths = save_figure(analysis.attention_map_figure(inputs.image, inputs.cls_scores, inputs.selections,
+                                                      inputs.fastv_scores), output / "attention_maps")
+    records = analysis.collect(model, processor, samples, image_root=image_root)
+    shift, cls_scores = records.mean_shift(), records.cls_scores.mean(dim=0)
+    layers = len(model.model.language_model.layers)
+    paths += save_figure(analysis.shift_bars_figure(shift, cls_scores, layer=layers // 2), output / "attention_shift_bars")
+    paths += save_figure(analysis.shift_heatmaps_figure(shift, cls_scores, layers=[0, layers // 2, layers - 1]),
+                         output / "attention_shift_heatmaps")
+    paths += save_figure(analysis.dispersion_figure(records.cls_scores, records.last_token_scores),
+                         output / "attention_dispersion")
     return paths

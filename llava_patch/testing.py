@@ -252,3 +252,19 @@ def build_tiny_video_llava(directory: str | Path, seed: int = 0) -> Path:
     tokenizer.save_pretrained(directory)
     VideoLlavaImageProcessor(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}).save_pretrained(directory)
     return directory
+
+
+def build_instruction_samples(directory: str | Path, count: int = 2) -> tuple[list[dict], Path]:
+    """`count` samples in LLaVA's instruction format (llava_v1_5_mix665k.json) with generated images
+    written under `directory`; returns (samples, image root)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    questions = ["What is in the image?", "Describe the colour of the object.", "Is there a dog in the image?"]
+    samples = []
+    for index in range(count):
+        name = f"sample_{index}.png"
+        random_image(100 + index, size=(60 + 10 * index, 80)).save(directory / name)
+        samples.append({"id": f"sample-{index}", "image": name, "conversations": [
+            {"from": "human", "value": f"<image>\n{questions[index % len(questions)]}"},
+            {"from": "gpt", "value": "A picture."}]})
+    return samples, directory
