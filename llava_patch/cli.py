@@ -5,6 +5,8 @@
     llava-patch score pope --answers runs/.../answers.jsonl --data-root playground/data/eval
     llava-patch tables  [--runs runs] [--output paper_tables]   # published tables, reproduced values beside them
     llava-patch figures [--runs runs] [--output figures]        # retention curves (published + reproduced)
+    llava-patch cost --model llava-1.5-7b --method fastervlm --reduction-ratio 0.95 --text-tokens 60 --new-tokens 16
+    llava-patch bench [--device cuda] [--output experiments/efficiency/<name>]   # latency/memory vs the reference approach
     llava-patch convert --to hf    ORIGINAL_DIR OUT_DIR   # original LLaVA layout → transformers llava-hf layout
     llava-patch convert --to llava HF_DIR OUT_DIR         # and back
     llava-patch compare DIR_A DIR_B [--atol 0]            # same model? (either layout; exit 1 if not)
@@ -56,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
                                            "a 1 000-sample subset of llava_v1_5_mix665k.json)")
     figures.add_argument("--image-root", help="with --model: the directory the samples' image paths are relative to")
     figures.add_argument("--limit", type=int, help="with --model: the first N samples only")
+    cost = commands.add_parser("cost", help="MACs/FLOPs per component and KV-cache bytes (cost model)")
+    cost.add_argument("--model", default="llava-1.5-7b", help="llava-1.5-7b, llava-1.5-13b, llava-next-7b, video-llava-7b")
+    cost.add_argument("--method", default="none")
+    cost_budget = cost.add_mutually_exclusive_group()
+    cost_budget.add_argument("--keep", type=int)
+    cost_budget.add_argument("--reduction-ratio", type=float)
+    cost.add_argument("--text-tokens", type=int, default=1)
+    cost.add_argument("--new-tokens", type=int, default=0)
+    cost.add_argument("--fastv-layer", type=int, default=2)
     score = commands.add_parser("score", help="print a benchmark's metrics for an answers file as JSON")
     score.add_argument("benchmark")
     score.add_argument("--answers", required=True)
@@ -84,6 +95,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{args.benchmark} is scored by its server: write the submission file with "
                                  "llava_patch.scoring.write_submission")
             print(json.dumps(metrics, indent=2))
+            return 0
+        if args.command == "cost":
+            from .cost import MODELS, estimate
+
+            if args.model not in MODELS:
+                raise ValueError(f"--model {args.model!r}; known: {', '.join(MODELS)}")
+            result = estimate(args.model, args.method, keep=args.keep, reduction_ratio=args.reduction_ratio,
+                              text_tokens=args.text_tokens, new_tokens=args.new_tokens, fastv_layer=args.fastv_layer)
+            result.pop("spec")
+            print(json.dumps(result, indent=2))
             return 0
         if args.command == "tables":
             from .tables import write_tables
