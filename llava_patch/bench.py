@@ -163,12 +163,18 @@ def _measure_setting(model, spec, method, ratio, batch, inputs, device, warmup, 
         peak = _peak_memory(device, lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                                            do_sample=False))
         visual = handle.last_visual_tokens
-    macs = estimate(spec, method, reduction_ratio=ratio if method != "none" else None, text_tokens=text_tokens)["macs"]
     return {"method": method, "reduction_ratio": ratio, "batch": batch, "visual_tokens": visual[0],
             "prefill_s": prefill, "ttft_s": first, "decode_tokens_per_s": batch * (new_tokens - 1) / max(whole - first, 1e-9),
             "kv_cache_bytes": kv_bytes, "peak_bytes": peak,
-            # what one prefill forward computes: the (unpruned) tower, the projector, the LLM, the LM head
-            "model_prefill_macs": macs["vision_tower"] + macs["projector"] + macs["llm_prefill"] + macs["lm_head"]}
+            "model_prefill_macs": forward_macs(spec, method, ratio, text_tokens, visual[0])}
+
+
+def forward_macs(spec, method: str, ratio: float, text_tokens: int, visual_tokens: int) -> int:
+    """MACs of one forward over the prompt as `model(**inputs)` runs it: the (unpruned) tower, the projector,
+    the LLM prefill, and the LM head over every position it returns logits for (text + kept visual)."""
+    macs = estimate(spec, method, reduction_ratio=ratio if method != "none" else None, text_tokens=text_tokens)["macs"]
+    lm_head = (text_tokens + visual_tokens) * spec.llm.hidden * spec.vocab
+    return macs["vision_tower"] + macs["projector"] + macs["llm_prefill"] + lm_head
 
 
 def _throughput(model, spec, device, dtype, prompts, text_tokens, new_tokens, batch) -> dict:
@@ -253,7 +259,8 @@ def write_results(result: dict, output: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="llava-patch bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     gpu = torch.cuda.is_available()
     parser.add_argument("--model", default="llava-1.5-7b" if gpu else "cpu-small", choices=list(CONFIGS))
     parser.add_argument("--device", default="cuda" if gpu else "cpu")

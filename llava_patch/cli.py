@@ -71,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("benchmark")
     score.add_argument("--answers", required=True)
     score.add_argument("--data-root", required=True)
+    commands.add_parser("bench", help="latency/memory benchmark vs the reference approach (see `llava-patch bench -h`)",
+                        add_help=False)
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["bench"]:  # its own parser: python -m llava_patch.bench takes the same arguments
+        from .bench import main as bench_main
+
+        bench_main(argv[1:])
+        return 0
     args = parser.parse_args(argv)
 
     from . import convert as conversion
