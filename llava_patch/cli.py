@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("benchmark")
     score.add_argument("--answers", required=True)
     score.add_argument("--data-root", required=True)
+    score.add_argument("--submission", help="for server-scored benchmarks (vqav2, vizwiz, mmbench(_cn) test, mmvet): "
+                                            "write the upload file here (a new file)")
     commands.add_parser("bench", help="latency/memory benchmark vs the reference approach (see `llava-patch bench -h`)",
                         add_help=False)
     if argv is None:
@@ -98,11 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "score":
             from .eval.runner import score_answers
+            from .scoring import write_submission
 
+            if args.submission:
+                print(f"wrote {write_submission(args.benchmark, args.answers, args.data_root, args.submission)}")
+                return 0
             metrics = score_answers(args.benchmark, args.answers, args.data_root)
             if metrics is None:
-                raise ValueError(f"{args.benchmark} is scored by its server: write the submission file with "
-                                 "llava_patch.scoring.write_submission")
+                raise ValueError(f"{args.benchmark} is scored by its server: pass --submission FILE for its upload file")
             print(json.dumps(metrics, indent=2))
             return 0
         if args.command == "cost":

@@ -232,3 +232,20 @@ def test_mmvet_is_graded_by_the_gpt_grader_when_a_key_is_set(tmp_path, server):
     server.replies = {"blue": "0.0", "4": "1.0"}
     metrics = score_answers("mmvet", answers, tmp_path)
     assert metrics["score"] == 50.0 and len(server.requests) == 2
+
+
+def test_the_score_command_prints_metrics_or_writes_a_submission(tiny_original, minibench, tmp_path, capsys):
+    from llava_patch import cli
+
+    run(_config(tiny_original, minibench, tmp_path / "run", limit=3))
+    assert cli.main(["score", "pope", "--answers", str(tmp_path / "run" / "answers.jsonl"), "--data-root", str(minibench)]) == 0
+    assert "f1_mean" in json.loads(capsys.readouterr().out)
+    (tmp_path / "vqav2").mkdir()
+    questions = [{"question_id": i, "image": "x.jpg", "text": "q"} for i in range(3)]
+    (tmp_path / "vqav2" / "llava_vqav2_mscoco_test2015.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    answers = tmp_path / "vqav2-answers.jsonl"
+    answers.write_text("".join(json.dumps({"question_id": i, "prompt": "q", "text": "Two."}) + "\n" for i in range(3)))
+    assert cli.main(["score", "vqav2", "--answers", str(answers), "--data-root", str(tmp_path), "--submission",
+                     str(tmp_path / "upload.json")]) == 0
+    assert json.loads((tmp_path / "upload.json").read_text())[0] == {"question_id": 0, "answer": "2"}
+    assert cli.main(["score", "vqav2", "--answers", str(answers), "--data-root", str(tmp_path)]) == 2
