@@ -1,7 +1,6 @@
 """Paper tables (golden files), retention and attention figures, and the notebooks."""
 
 import json
-import os
 from pathlib import Path
 
 import nbformat
@@ -11,7 +10,7 @@ from nbclient import NotebookClient
 from llava_patch import cli
 from llava_patch.figures import retention_figure, write_figures
 from llava_patch.published import load_published
-from llava_patch.tables import MISSING, build_tables, render_markdown, write_tables
+from llava_patch.tables import MISSING, build_tables, render_markdown, reproduced_results, write_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden"
@@ -37,7 +36,7 @@ def runs(tmp_path):
 
 
 def test_the_rendered_table_matches_its_golden_file(runs):
-    tables = build_tables(load_published(), __import__("llava_patch.tables", fromlist=["x"]).reproduced_results(runs))
+    tables = build_tables(load_published(), reproduced_results(runs))
     text = render_markdown("fastervlm", "llava-1.5-7b", tables[("fastervlm", "llava-1.5-7b")])
     assert text == (GOLDEN / "fastervlm_llava-1.5-7b_with_runs.md").read_text(encoding="utf-8")
     assert "85.87 / 85.90 (+0.03) |" in text and "67.24 / 60.00 (-7.24) ⚠" in text and "69.56 / 69.60 (+0.04)" in text
