@@ -27,6 +27,26 @@ LLAVA_REQUIREMENT = "llava-torch==1.2.2.post1"  # installed with --no-deps: its 
 LLAVA_INSTALL_HINT = f"pip install --no-deps {LLAVA_REQUIREMENT}  (`make test` does it; see environment.yml)"
 
 
+class GreedyMargins:
+    """A logits processor that keeps, per row, the smallest gap between the two best logits over the
+    steps before the row's end of sequence: a greedy near-tie, where batched and one-by-one decoding
+    (or two dtypes) may pick different tokens. Stores nothing per step."""
+
+    def __init__(self, eos_token_id: int | None) -> None:
+        self.eos_token_id = eos_token_id
+        self.smallest: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        top = scores.float().topk(2, dim=-1).values
+        gap = top[:, 0] - top[:, 1]
+        if self.smallest is None:
+            self.smallest = gap
+        else:
+            finished = input_ids[:, -1] == self.eos_token_id if self.eos_token_id is not None else torch.zeros_like(gap, dtype=torch.bool)
+            self.smallest = torch.where(finished, self.smallest, torch.minimum(self.smallest, gap))
+        return scores
+
+
 class VLM:
     """A loaded LLaVA model with the evaluation protocol of SPEC §6 (vicuna_v1, pad, greedy)."""
 
@@ -70,14 +90,19 @@ class VLM:
 
     @torch.no_grad()
     def generate(self, images: list[Image.Image] | None, questions: list[str], max_new_tokens: int = 128) -> list[str]:
-        """Greedy answers (temperature 0, one beam, KV cache), as the papers' evaluation scripts."""
+        """Greedy answers (temperature 0, one beam, KV cache), as the papers' evaluation scripts.
+        `last_min_margins` then holds each answer's smallest top-2 logit gap (see `GreedyMargins`)."""
+        from transformers import LogitsProcessorList
+
         inputs = self.prepare(images, questions)
         arguments = dict(inputs)
         arguments[self.generate_ids_argument] = arguments.pop("input_ids")
+        margins = GreedyMargins(self.tokenizer.eos_token_id)
         output = self.model.generate(
             **arguments, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, use_cache=True,
-            pad_token_id=self.pad_token_id,
+            pad_token_id=self.pad_token_id, logits_processor=LogitsProcessorList([margins]),
         )
+        self.last_min_margins = margins.smallest.tolist()
         new_tokens = self.new_tokens(output, inputs)
         self.last_new_tokens = int((new_tokens != self.pad_token_id).sum())  # for throughput figures
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

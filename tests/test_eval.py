@@ -249,3 +249,18 @@ def test_the_score_command_prints_metrics_or_writes_a_submission(tiny_original, 
                      str(tmp_path / "upload.json")]) == 0
     assert json.loads((tmp_path / "upload.json").read_text())[0] == {"question_id": 0, "answer": "2"}
     assert cli.main(["score", "vqav2", "--answers", str(answers), "--data-root", str(tmp_path)]) == 2
+
+
+def test_greedy_near_ties_are_recorded_per_answer_and_counted(tiny_original, minibench, tmp_path):
+    import torch
+
+    from llava_patch.loading import GreedyMargins
+
+    margins = GreedyMargins(eos_token_id=2)
+    margins(torch.tensor([[5], [6]]), torch.tensor([[3.0, 1.0, 0.0], [1.0, 0.99, 0.0]]))
+    margins(torch.tensor([[5, 2], [6, 7]]), torch.tensor([[1.0, 1.0, 0.0], [2.0, 0.0, 0.0]]))  # row 0 ended: ignored
+    assert torch.allclose(margins.smallest, torch.tensor([2.0, 0.01]))
+    manifest = run(_config(tiny_original, minibench, tmp_path / "run", limit=4))
+    recorded = [row["metadata"]["min_logit_margin"] for row in _answers(tmp_path / "run")]
+    assert all(value >= 0 for value in recorded)
+    assert manifest["greedy_near_ties"]["count"] == sum(value < 0.05 for value in recorded)

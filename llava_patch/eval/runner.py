@@ -161,8 +161,9 @@ def _run_shard(config: RunConfig, benchmark: Benchmark, shard: list[Question], p
                 raise RuntimeError(
                     f"questions {[q.question_id for q in batch]}: {visual} visual tokens reached the LLM, but "
                     f"{config.method} with the requested budget gives {expected} per image; refusing to report it")
-            rows = [_answer_row(question, answer, model_id, tokens, index, len(batch))
-                    for question, answer, tokens in zip(batch, answers, visual)]
+            margins = getattr(vlm, "last_min_margins", [None] * len(batch))  # greedy protocols only
+            rows = [_answer_row(question, answer, model_id, tokens, index, len(batch), margin)
+                    for question, answer, tokens, margin in zip(batch, answers, visual, margins)]
             file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
             file.flush()
             os.fsync(file.fileno())
@@ -177,11 +178,15 @@ def _media(benchmark: Benchmark, config: RunConfig, question: Question) -> Image
     return read_video(path, VIDEO_FRAMES) if benchmark.video else read_image(path)
 
 
-def _answer_row(question: Question, answer: str, model_id: str, visual_tokens: int, batch: int, batch_size: int) -> dict:
+def _answer_row(question: Question, answer: str, model_id: str, visual_tokens: int, batch: int, batch_size: int,
+                margin: float | None) -> dict:
     """LLaVA's answer-file record; the answer id is derived from the question so reruns are identical."""
+    metadata = {"visual_tokens": visual_tokens, "batch": batch, "batch_size": batch_size}
+    if margin is not None:
+        metadata["min_logit_margin"] = round(margin, 6)
     row = {"question_id": question.question_id, "prompt": question.text, "text": answer,
            "answer_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{model_id}/{question.question_id}").hex,
-           "model_id": model_id, "metadata": {"visual_tokens": visual_tokens, "batch": batch, "batch_size": batch_size}}
+           "model_id": model_id, "metadata": metadata}
     row.update(question.record)
     return row
 
@@ -219,12 +224,22 @@ def _manifest(config: RunConfig, benchmark: Benchmark, answers: list[dict], stat
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()})",
         "processes": state.num_processes,
         "batch_size": config.batch_size,
+        "greedy_near_ties": _near_ties(answers),
         "wall_seconds": round(seconds, 3),
         "generated_tokens_this_session": stats["new_tokens"],
         "tokens_per_second": round(stats["new_tokens"] / stats["generate_seconds"], 3) if stats["generate_seconds"] else None,
         "how": "greedy generate per batch, wall time of this process's session (resumed work is not re-timed); "
                "tokens/s = generated tokens of process 0 / its generate() seconds",
     }
+
+
+NEAR_TIE = 0.05  # logits: below this top-2 gap, fp16 batched vs one-by-one decoding can flip the token
+
+
+def _near_ties(answers: list[dict]) -> dict:
+    """Answers whose greedy decoding passed a near-tie (batch composition may change them)."""
+    ties = [row["question_id"] for row in answers if row["metadata"].get("min_logit_margin", NEAR_TIE) < NEAR_TIE]
+    return {"threshold_logits": NEAR_TIE, "count": len(ties), "question_ids": ties[:100]}
 
 
 def _score(config: RunConfig, output: Path) -> None:
