@@ -41,7 +41,8 @@ def resize_placeholders(
         raise ValueError(
             f"input_ids hold {found} placeholder tokens (id {placeholder_id}) but the {len(placeholders_per_item)} "
             f"item(s) passed need {expected} ({', '.join(map(str, placeholders_per_item))}); build the prompt with "
-            "the model's processor so each item is expanded to its full placeholder count"
+            "the model's processor so each item is expanded to its full placeholder count (LLaVA-1.5's LlavaProcessor "
+            "needs num_additional_image_tokens=1 for CLIP, else it writes 575 per image)"
         )
     rows, row_labels, counts = [], [], []
     item = 0
