@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .. import apply
 from ..loading import load_model
 from ..media import read_image, read_video
-from ..judge import API_KEY_ENV, BASE_URL_ENV
+from ..judge import API_KEY_ENV, BASE_URL_ENV, OpenAIChatClient, grade_mmvet, judge_video_qa
 from .benchmarks import Benchmark, Question, get_benchmark, read_jsonl
 
 ANSWERS, MANIFEST, METRICS, CONFIG = "answers.jsonl", "manifest.json", "metrics.json", "run_config.json"
@@ -258,7 +258,6 @@ def score_answers(benchmark: str, answers: Path, data_root: Path, cache: Path | 
     when OPENAI_API_KEY is set — cached per question in `cache` (default beside the answers). None for
     benchmarks scored by a server (write their submission files)."""
     from .. import scoring
-    from ..judge import OpenAIChatClient, grade_mmvet, judge_video_qa
 
     rows = read_jsonl(Path(answers))
     cache = cache or Path(answers).with_name("judge_cache.jsonl")
