@@ -14,7 +14,7 @@ test: $(STAMP)
 
 # The main job: every method and budget on one image (ARGS="--model DIR_OR_ID --image FILE").
 demo: $(STAMP)
-	$(VENV)/bin/python -m llava_patch.demo $(ARGS)
+	$(VENV)/bin/python -m llava_patch.eval.demo $(ARGS)
 
 # The main job: the evaluation sweep (every method at 0/75/90/95% on POPE and GQA) with its table
 # and figure. Without CKPT/DATA: a tiny random model on the bundled mini benchmark (CPU, minutes).

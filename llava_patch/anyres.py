@@ -16,17 +16,55 @@ With keep = all patches, "native" is exactly the unpruned model's layout.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 MODES = ("paper", "native")
-PAPER_GRID_PINPOINTS = [[672, 672]]  # in pixels of a 336-px tower; scaled by image_size/336 for others
 
 
 def paper_grid_pinpoints(crop_size: int) -> list[list[int]]:
     """The paper's fixed 2×2 grid for a tower of `crop_size` pixels (672×672 for 336)."""
     return [[2 * crop_size, 2 * crop_size]]
+
+
+class NextLayout:
+    """One LLaVA-NeXT model's crop layout in a mode, for either backend.
+
+    config: the model config holding `image_grid_pinpoints` (set to the paper's fixed grid while
+    installed in paper mode, restored by `restore`). grid_shape(image_size) → (rows, cols) and
+    unpad(index_map, image_size) are the backend's own functions (each backend orders and sizes
+    images its own way; these take its `image_sizes` entries as they are).
+    """
+
+    def __init__(self, config: Any, mode: str, crop_size: int, side: int) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; LLaVA-NeXT modes are {', '.join(MODES)}")
+        self.config, self.mode, self.crop_size, self.side = config, mode, crop_size, side
+        self.original_pinpoints = config.image_grid_pinpoints
+
+    def tokens_per_image(self, keep: int) -> int | None:
+        return 5 * keep if self.mode == "paper" else None  # base + 2×2 grid; native depends on the image
+
+    def install(self) -> None:
+        if self.mode == "paper":
+            self.config.image_grid_pinpoints = paper_grid_pinpoints(self.crop_size)
+
+    def restore(self) -> None:
+        self.config.image_grid_pinpoints = self.original_pinpoints
+
+    def arrange(self, kept: torch.Tensor, scores: torch.Tensor, projected: torch.Tensor, crop_counts: list[int],
+                image_sizes, grid_shape: Callable, unpad: Callable, newline: torch.Tensor | None):
+        """Per image: its feature sequence (`arrange_crops`), its kept indices and its scores per crop.
+
+        kept/scores/projected: the selection over all crops of the call, images one after another
+        (`crop_counts` crops each, the base crop first)."""
+        features = []
+        for image_kept, image_features, size in zip(kept.split(crop_counts), projected.split(crop_counts), image_sizes):
+            features.append(arrange_crops(image_kept, image_features, grid_shape(size), self.side, self.mode,
+                                          lambda index_map, size=size: unpad(index_map, size), newline))
+        return (features, [list(image) for image in kept.split(crop_counts)],
+                [list(image) for image in scores.split(crop_counts)])
 
 
 def arrange_crops(

@@ -77,14 +77,14 @@ def main(argv: list[str] | None = None) -> int:
                         add_help=False)
     if argv is None:
         argv = sys.argv[1:]
-    if argv[:1] == ["bench"]:  # its own parser: python -m llava_patch.bench takes the same arguments
-        from .bench import main as bench_main
+    if argv[:1] == ["bench"]:  # its own parser: python -m llava_patch.efficiency.bench takes the same arguments
+        from .efficiency.bench import main as bench_main
 
         bench_main(argv[1:])
         return 0
     args = parser.parse_args(argv)
 
-    from . import convert as conversion
+    from .models import convert as conversion
 
     try:
         if args.command == "eval":
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "score":
             from .eval.runner import score_answers
-            from .scoring import write_submission
+            from .eval.scoring import write_submission
 
             if args.submission:
                 print(f"wrote {write_submission(args.benchmark, args.answers, args.data_root, args.submission)}")
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(metrics, indent=2))
             return 0
         if args.command == "cost":
-            from .cost import MODELS, estimate
+            from .efficiency.cost import MODELS, estimate
 
             if args.model not in MODELS:
                 raise ValueError(f"--model {args.model!r}; known: {', '.join(MODELS)}")
@@ -121,19 +121,19 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result, indent=2))
             return 0
         if args.command == "tables":
-            from .tables import write_tables
+            from .paper.tables import write_tables
 
             for path in write_tables(args.output, args.runs, tolerance=args.tolerance):
                 print(f"wrote {path}")
             return 0
         if args.command == "figures":
-            from .figures import write_attention_figures, write_figures
+            from .paper.figures import write_attention_figures, write_figures
 
             paths = write_figures(args.output, args.runs)
             if args.model:
                 if not args.samples:
                     raise ValueError("--model needs --samples (LLaVA instruction-format JSON)")
-                from .loading import read_config
+                from .models.loading import read_config
 
                 samples = read_config(Path(args.samples))[: args.limit]
                 paths += write_attention_figures(args.model, samples, args.output, args.image_root)

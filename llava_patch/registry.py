@@ -1,15 +1,14 @@
-"""Name → class registries for selection methods and model adapters.
+"""Name → class registries for methods and model adapters, and what each method declares.
 
 A method is one file in `llava_patch/methods/` decorated with `@register_method("name")`; an adapter
-is one file in `llava_patch/adapters/` decorated with `@register_adapter`. Both packages import all
-their modules, so adding a file is the whole change.
+is one file in `llava_patch/adapters/` decorated with `@register_adapter`. Both are imported by name
+below, on first use (so `import llava_patch` stays light), which is where a new one is added.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import pkgutil
+from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 _METHODS: dict[str, type] = {}
@@ -33,27 +32,58 @@ def register_adapter(cls: T) -> T:
     return cls
 
 
-def _import_all(package: str) -> None:
-    pkg = importlib.import_module(package)
-    for info in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{package}.{info.name}")
+def _method_classes() -> dict[str, type]:
+    from .methods import fastervlm, fastv, grid, none, prumerge_plus, random, vtc_cls  # noqa: F401  (they register)
+
+    return _METHODS
 
 
 def methods() -> list[str]:
-    """Names of the registered selection methods."""
-    _import_all("llava_patch.methods")
-    return sorted(_METHODS)
+    """Names of the registered methods."""
+    return sorted(_method_classes())
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a method declares about itself (see `llava_patch.methods.base.Method`)."""
+
+    name: str
+    stage: str  # "vision": selects patches before the projector; "llm": prunes inside the language model
+    takes_budget: bool  # False: keeps everything, takes neither keep nor reduction_ratio
+    variable_count: bool  # the visual-token count differs per image
+    budgets: tuple[int, ...] | None  # the only keep values it defines (None: any keep or reduction ratio)
+    options: dict[str, Any]  # its own options and their defaults
+    description: str  # first line of its docstring
+
+    @property
+    def takes_reduction_ratio(self) -> bool:
+        return self.takes_budget and self.budgets is None
+
+
+def method_info(name: str) -> MethodInfo:
+    """The properties of method `name`; an unknown name raises ValueError listing the known ones."""
+    classes = _method_classes()
+    if name not in classes:
+        raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(methods())}")
+    cls = classes[name]
+    doc = (cls.__doc__ or inspect.getmodule(cls).__doc__ or "").strip()
+    return MethodInfo(name=name, stage=cls.stage, takes_budget=cls.takes_budget, variable_count=cls.variable_count,
+                      budgets=cls.budgets, options={p.name: p.default for p in _parameters(cls)},
+                      description=doc.splitlines()[0] if doc else "")
+
+
+def _parameters(cls: type) -> list[inspect.Parameter]:
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p for p in inspect.signature(cls.__init__).parameters.values() if p.kind in named and p.name != "self"]
 
 
 def create_method(name: str, options: dict[str, Any], model_options: list[str] = ()):
     """Instantiate method `name` with its options; unknown names and options raise ValueError
     (naming the valid ones, and `model_options`, those of the model family)."""
-    if name not in methods():
+    cls = _method_classes().get(name)
+    if cls is None:
         raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(methods())}")
-    cls = _METHODS[name]
-    params = inspect.signature(cls.__init__).parameters.values()
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    accepted = [p.name for p in params if p.kind in named and p.name != "self"]
+    accepted = [p.name for p in _parameters(cls)]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         valid = ", ".join(accepted) if accepted else "none"
@@ -64,7 +94,8 @@ def create_method(name: str, options: dict[str, Any], model_options: list[str] =
 
 def find_adapter(model: Any):
     """The adapter class that supports `model`, or a ValueError listing the supported model classes."""
-    _import_all("llava_patch.adapters")
+    from .adapters import hf_llava, hf_llava_next, hf_video_llava, llava_original  # noqa: F401  (they register)
+
     for adapter in _ADAPTERS:
         if adapter.supports(model):
             return adapter

@@ -1,12 +1,9 @@
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+"""Tiny checkpoints built from configs for every test (no download ever)."""
 
 import pytest
 import torch
 
-from llava_patch.testing import build_tiny_llava, load
+from llava_patch.models.tiny import build_tiny_llava, load
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +21,8 @@ def tiny_llava(tiny_llava_dir):
 @pytest.fixture(scope="session")
 def tiny_original(tmp_path_factory):
     """(original-layout checkpoint dir, the same model converted to the transformers layout)."""
-    from llava_patch.convert import original_to_hf
-    from llava_patch.testing import build_tiny_llava_original
+    from llava_patch.models.convert import original_to_hf
+    from llava_patch.models.tiny import build_tiny_llava_original
 
     root = tmp_path_factory.mktemp("tiny-original")
     original = build_tiny_llava_original(root)
@@ -34,21 +31,21 @@ def tiny_original(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_next_dir(tmp_path_factory):
-    from llava_patch.testing import build_tiny_llava_next
+    from llava_patch.models.tiny import build_tiny_llava_next
 
     return build_tiny_llava_next(tmp_path_factory.mktemp("tiny-next"))
 
 
 @pytest.fixture(scope="session")
 def tiny_original_next(tmp_path_factory):
-    from llava_patch.testing import build_tiny_llava_original
+    from llava_patch.models.tiny import build_tiny_llava_original
 
     return build_tiny_llava_original(tmp_path_factory.mktemp("tiny-original-next"), anyres=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_video_dir(tmp_path_factory):
-    from llava_patch.testing import build_tiny_video_llava
+    from llava_patch.models.tiny import build_tiny_video_llava
 
     return build_tiny_video_llava(tmp_path_factory.mktemp("tiny-video-llava"))
 
@@ -56,90 +53,6 @@ def tiny_video_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_llava_576_dir(tmp_path_factory):
     """LLaVA-1.5's real 336-px, 14-px-patch geometry (576 patches) on the tiny widths."""
-    from llava_patch.testing import build_tiny_llava
+    from llava_patch.models.tiny import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava-576"), image_size=336, patch_size=14)
-
-
-# A real OpenAI-compatible HTTP server on loopback for the LLM-judge tests (no mock objects).
-
-KEY = "test-key"
-
-
-class FakeOpenAI:
-    """State of the fake server: replies chosen by substring of the last message; scripted failures."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.requests: list[dict] = []  # JSON bodies, in arrival order
-        self.failures: list[int] = []  # HTTP statuses for the next requests, then normal answers
-        self.delays: list[float] = []  # seconds to stall the next requests before answering
-        self.replies: dict[str, str] = {}
-        self.url = ""
-
-    def reply_for(self, body: dict) -> str:
-        content = body["messages"][-1]["content"]
-        for needle, reply in self.replies.items():
-            if needle in content:
-                return reply
-        return "{'pred': 'no', 'score': 0}"
-
-
-def _handler(state: FakeOpenAI):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
-            data = json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-                pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with state.lock:
-                state.requests.append(body)
-                failure = state.failures.pop(0) if state.failures else None
-                delay = state.delays.pop(0) if state.delays else 0.0
-            if self.path != "/v1/chat/completions":
-                return self._send(404, {"error": {"message": f"no route {self.path}"}})
-            if self.headers.get("Authorization") != f"Bearer {KEY}":
-                return self._send(401, {"error": {"message": "Incorrect API key provided"}})
-            time.sleep(delay)
-            if failure is not None:
-                return self._send(failure, {"error": {"message": "server exploded"}}, {"Retry-After": "0"})
-            reply = state.reply_for(body)
-            return self._send(
-                200,
-                {
-                    "object": "chat.completion",
-                    "model": body["model"] + "-snapshot",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-                },
-            )
-
-    return Handler
-
-
-@pytest.fixture
-def server(monkeypatch):
-    state = FakeOpenAI()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    monkeypatch.setenv("OPENAI_BASE_URL", state.url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)

@@ -1,7 +1,7 @@
 """What stopping the vision tower at LLaVA's select layer saves (CLIP ViT-L/14-336, random weights).
 
 LLaVA-1.5 feeds hidden_states[-2] (the output of encoder layer 22 of 24) to the projector, so layer 23
-is computed and thrown away by the original code. Times `llava_patch.vision.encode_and_select` with
+is computed and thrown away by the original code. Times `llava_patch.tower.encode_and_select` with
 and without `stop_at_select_layer`, and the plain transformers tower call LLaVA makes, as medians of
 wall-clock repeats after warm-up (CUDA-synchronised on GPU). Writes one JSON file.
 
@@ -19,7 +19,7 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from llava_patch.methods.fastervlm import FasterVLM
-from llava_patch.vision import encode_and_select
+from llava_patch.tower import encode_and_select
 
 CLIP_L_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                   image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu")

@@ -7,25 +7,7 @@ from typing import Any, Callable, ClassVar
 
 from torch import nn
 
-
-def select_layer_index(vision_feature_layer: int, num_layers: int) -> int:
-    """0-based encoder layer whose output is `hidden_states[vision_feature_layer]`.
-
-    hidden_states[0] is the embedding output, so hidden_states[i] is the output of layer i−1 and
-    hidden_states[-2] of a 24-layer tower is the output of layer 22.
-    """
-    if isinstance(vision_feature_layer, bool) or not isinstance(vision_feature_layer, int):
-        raise ValueError(
-            f"vision_feature_layer={vision_feature_layer!r}: only a single feature layer is supported "
-            "(LLaVA-1.5 and later use -2)"
-        )
-    index = num_layers + vision_feature_layer if vision_feature_layer < 0 else vision_feature_layer - 1
-    if not 0 <= index < num_layers:
-        raise ValueError(
-            f"vision_feature_layer={vision_feature_layer} does not name the output of an encoder layer "
-            f"of this {num_layers}-layer vision tower"
-        )
-    return index
+from ..patch import PatchConfig
 
 
 def bind_call(function: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -64,7 +46,10 @@ class Adapter:
         """The Llama-style decoder (`embed_tokens`, `layers`, `norm`, `rotary_emb`) that in-LLM methods patch."""
         raise NotImplementedError
 
-    def install(self, handle) -> None:
+    def install(self, config: PatchConfig) -> None:
+        """Wire `config.selector` in; open `config.recorder.call()` around every public entry point and
+        report each call once with `config.recorder.record(...)`; pass `config.visual_positions`, when
+        set, the visual-token mask of each prefill."""
         raise NotImplementedError
 
     def uninstall(self) -> None:

@@ -17,7 +17,9 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
+from ..patch import PatchConfig
 from ..placeholders import resize_placeholders
+from ..tower import VisionSelection, clip_encoder, encode_and_select, llava_vision_geometry
 from .base import Adapter, bind_call
 
 
@@ -32,19 +34,42 @@ class EncodedItems:
     stacked: bool = False  # the model wants one (items, tokens, hidden) tensor instead of a list
 
 
+@dataclass
+class EncodedCall:
+    """The vision side of one call: each modality's items, and the selection to report."""
+
+    items: list[EncodedItems]
+    selection: list
+    scores: list
+
+
 class HFAdapter(Adapter):
     pixel_arguments: tuple[str, ...] = ("pixel_values",)
 
-    def encode(self, arguments: dict) -> list[EncodedItems]:
-        """Encode and select the pixels of one call; record the selection on `self.handle`."""
+    def __init__(self, model, towers: list) -> None:
+        super().__init__(model)
+        geometry = llava_vision_geometry(model.config)
+        for tower in towers:
+            clip_encoder(tower)  # raises for towers without a [CLS] token
+        self.select_layer, self.side, self.num_patches = geometry.select_layer, geometry.side, geometry.num_patches
+        self.config: PatchConfig | None = None
+
+    def encode(self, arguments: dict) -> EncodedCall:
+        """Encode and select the pixels of one call."""
         raise NotImplementedError
+
+    def select(self, tower, pixel_values) -> VisionSelection:
+        """The shared vision path (`tower.encode_and_select`) with this patch's selector and budget."""
+        config = self.config
+        return encode_and_select(tower, pixel_values, config.selector, config.keep, self.select_layer,
+                                 config.stop_at_select_layer)
 
     def language_model(self):
         return self.model.model.language_model
 
-    def install(self, handle) -> None:
-        self.handle = handle
-        model = self.model
+    def install(self, config: PatchConfig) -> None:
+        self.config = config
+        model, recorder = self.model, config.recorder
         original_forward, original_generate = model.forward, model.generate
 
         def has_pixels(arguments: dict) -> bool:
@@ -52,28 +77,30 @@ class HFAdapter(Adapter):
 
         @functools.wraps(original_forward)
         def forward(*args, **kwargs):
-            arguments = bind_call(original_forward, args, kwargs)
-            if not has_pixels(arguments):
-                return original_forward(*args, **kwargs)
-            for name in ("inputs_embeds", "position_ids"):
-                if arguments.get(name) is not None:
-                    raise ValueError(f"{name} cannot be combined with pixel inputs on a pruned model: pass input_ids")
-            return original_forward(**self._prune(arguments))
+            with recorder.call():
+                arguments = bind_call(original_forward, args, kwargs)
+                if not has_pixels(arguments):
+                    return original_forward(*args, **kwargs)
+                for name in ("inputs_embeds", "position_ids"):
+                    if arguments.get(name) is not None:
+                        raise ValueError(f"{name} cannot be combined with pixel inputs on a pruned model: pass input_ids")
+                return original_forward(**self._prune(arguments))
 
         @functools.wraps(original_generate)
         def generate(*args, **kwargs):
-            arguments = bind_call(original_generate, args, kwargs)
-            if not has_pixels(arguments):
-                return original_generate(*args, **kwargs)
-            prompt = arguments.pop("inputs", None)
-            prompt = arguments.get("input_ids") if prompt is None else prompt
-            if prompt is None:
-                raise ValueError("generate() with pixel inputs on a pruned model needs input_ids")
-            arguments["input_ids"] = prompt
-            with torch.no_grad():  # as generate() itself
-                arguments = self._prune(arguments)
-            output = original_generate(**arguments)
-            return _restore_prompt(output, prompt=prompt, pruned_length=arguments["input_ids"].shape[1])
+            with recorder.call():
+                arguments = bind_call(original_generate, args, kwargs)
+                if not has_pixels(arguments):
+                    return original_generate(*args, **kwargs)
+                prompt = arguments.pop("inputs", None)
+                prompt = arguments.get("input_ids") if prompt is None else prompt
+                if prompt is None:
+                    raise ValueError("generate() with pixel inputs on a pruned model needs input_ids")
+                arguments["input_ids"] = prompt
+                with torch.no_grad():  # as generate() itself
+                    arguments = self._prune(arguments)
+                output = original_generate(**arguments)
+                return _restore_prompt(output, prompt=prompt, pruned_length=arguments["input_ids"].shape[1])
 
         model.forward = forward
         model.generate = generate
@@ -81,7 +108,7 @@ class HFAdapter(Adapter):
     def uninstall(self) -> None:
         del self.model.forward
         del self.model.generate
-        self.handle = None
+        self.config = None
 
     def _prune(self, arguments: dict) -> dict:
         config = self.model.config
@@ -94,21 +121,21 @@ class HFAdapter(Adapter):
             arguments.pop(name, None)
         input_ids, attention_mask, labels = arguments["input_ids"], arguments.get("attention_mask"), arguments.get("labels")
         visual_tokens = [0] * input_ids.shape[0]
-        for items in encoded:
+        for items in encoded.items:
             resized = resize_placeholders(
                 input_ids, attention_mask, items.placeholder_id, items.placeholders,
                 [feature.shape[0] for feature in items.features], self._pad_token_id(), labels,
             )
             input_ids, attention_mask, labels = resized.input_ids, resized.attention_mask, resized.labels
             visual_tokens = [a + b for a, b in zip(visual_tokens, resized.placeholder_tokens)]
-        self.handle.last_visual_tokens = visual_tokens
-        if self.handle.llm_state is not None:  # FastV ranks these positions inside the LLM
-            placeholders = torch.tensor([items.placeholder_id for items in encoded], device=input_ids.device)
-            self.handle.llm_state.image_mask = torch.isin(input_ids, placeholders) & attention_mask.bool()
+        self.config.recorder.record(encoded.selection, encoded.scores, visual_tokens)
+        if self.config.visual_positions is not None:
+            placeholders = torch.tensor([items.placeholder_id for items in encoded.items], device=input_ids.device)
+            self.config.visual_positions(torch.isin(input_ids, placeholders) & attention_mask.bool())
         arguments.update(input_ids=input_ids, attention_mask=attention_mask, mm_encoder_outputs={
             items.key: BaseModelOutputWithPooling(
                 pooler_output=torch.stack(items.features) if items.stacked else items.features)
-            for items in encoded
+            for items in encoded.items
         })
         if labels is not None:
             arguments["labels"] = labels

@@ -14,11 +14,10 @@ from torch import nn
 from transformers import LlavaNextForConditionalGeneration
 from transformers.models.llava_next import modeling_llava_next as hf_next
 
-from ..anyres import MODES, arrange_crops, paper_grid_pinpoints
+from ..anyres import NextLayout
+from ..patch import PatchConfig
 from ..registry import register_adapter
-from ..vision import clip_encoder, encode_and_select
-from .base import select_layer_index
-from .hf_base import EncodedItems, HFAdapter
+from .hf_base import EncodedCall, EncodedItems, HFAdapter
 
 
 @register_adapter
@@ -31,40 +30,27 @@ class HFLlavaNextAdapter(HFAdapter):
         return isinstance(model, LlavaNextForConditionalGeneration)
 
     def __init__(self, model: LlavaNextForConditionalGeneration, mode: str = "native") -> None:
-        super().__init__(model)
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r}; LLaVA-NeXT modes are {', '.join(MODES)}")
-        config = model.config
-        if config.vision_feature_select_strategy != "default":
-            raise ValueError(f"vision_feature_select_strategy={config.vision_feature_select_strategy!r}: pruning needs 'default'")
-        self.tower = model.model.vision_tower
-        clip_encoder(self.tower)
-        vision = config.vision_config
-        self.select_layer = select_layer_index(config.vision_feature_layer, vision.num_hidden_layers)
-        self.side = vision.image_size // vision.patch_size
-        self.num_patches = self.side**2  # per crop
-        self.mode = mode
-        self.original_pinpoints = config.image_grid_pinpoints
+        super().__init__(model, towers=[model.model.vision_tower])  # per crop
+        self.layout = NextLayout(model.config, mode, model.config.vision_config.image_size, self.side)
 
     def tokens_per_image(self, keep: int) -> int | None:
-        return 5 * keep if self.mode == "paper" else None  # base + 2×2 grid; native depends on the image
+        return self.layout.tokens_per_image(keep)
 
-    def install(self, handle) -> None:
-        if self.mode == "paper":
-            self.model.config.image_grid_pinpoints = paper_grid_pinpoints(self.model.config.vision_config.image_size)
-        super().install(handle)
+    def install(self, config: PatchConfig) -> None:
+        self.layout.install()
+        super().install(config)
 
     def uninstall(self) -> None:
-        self.model.config.image_grid_pinpoints = self.original_pinpoints
+        self.layout.restore()
         super().uninstall()
 
-    def encode(self, arguments: dict) -> list[EncodedItems]:
-        config, handle = self.model.config, self.handle
+    def encode(self, arguments: dict) -> EncodedCall:
+        config = self.model.config
         pixel_values, image_sizes = arguments["pixel_values"], arguments.get("image_sizes")
         if image_sizes is None:
             raise ValueError("LLaVA-NeXT inputs need image_sizes (the processor returns them)")
-        crop_counts = [hf_next.image_size_to_num_patches(size, config.image_grid_pinpoints, config.vision_config.image_size)
-                       for size in image_sizes]
+        crop_size = config.vision_config.image_size
+        crop_counts = [hf_next.image_size_to_num_patches(size, config.image_grid_pinpoints, crop_size) for size in image_sizes]
         if pixel_values.dim() == 5:
             if max(crop_counts) > pixel_values.shape[1]:
                 raise ValueError(
@@ -72,23 +58,21 @@ class HFLlavaNextAdapter(HFAdapter):
                     f"{config.image_grid_pinpoints} need {max(crop_counts)}"
                     + ("; in paper mode the processor needs the same fixed grid: "
                        "processor.image_processor.image_grid_pinpoints = paper_grid_pinpoints(crop size)"
-                       if self.mode == "paper" else ""))
+                       if self.layout.mode == "paper" else ""))
             pixel_values = torch.cat([crops[:count] for crops, count in zip(pixel_values, crop_counts)])
-        selection = encode_and_select(self.tower, pixel_values, handle.selector, handle.vision_keep,
-                                      self.select_layer, handle.stop_at_select_layer)
+        selection = self.select(self.model.model.vision_tower, pixel_values)
         projected = self.model.model.multi_modal_projector(selection.features)
-        features, placeholders = [], []
-        for kept, image_features, size in zip(selection.kept.split(crop_counts), projected.split(crop_counts), image_sizes):
-            grid = hf_next.get_anyres_image_grid_shape(size, config.image_grid_pinpoints, config.vision_config.image_size)
-            unpad = lambda index_map, size=size: hf_next.unpad_image(index_map, size)  # noqa: E731
-            features.append(arrange_crops(kept, image_features, grid, self.side, self.mode, unpad, self.model.model.image_newline))
-            placeholders.append(self._native_count(grid, unpad))
-        handle.record([list(kept) for kept in selection.kept.split(crop_counts)],
-                      [list(scores) for scores in selection.scores.split(crop_counts)])
-        return [EncodedItems("image", config.image_token_id, placeholders, features)]
 
-    def _native_count(self, grid: tuple[int, int], unpad) -> int:
+        def grid_shape(size) -> tuple[int, int]:  # transformers gives (rows, cols)
+            return hf_next.get_anyres_image_grid_shape(size, config.image_grid_pinpoints, crop_size)
+
+        features, kept, scores = self.layout.arrange(selection.kept, selection.scores, projected, crop_counts, image_sizes,
+                                                     grid_shape, hf_next.unpad_image, self.model.model.image_newline)
+        placeholders = [self._native_count(grid_shape(size), size) for size in image_sizes]
+        return EncodedCall([EncodedItems("image", config.image_token_id, placeholders, features)], kept, scores)
+
+    def _native_count(self, grid: tuple[int, int], image_size) -> int:
         """Placeholders the processor writes for an image: the unpruned native layout's length."""
         rows, cols = grid
-        height, width = unpad(torch.zeros(1, rows * self.side, cols * self.side)).shape[1:]
+        height, width = hf_next.unpad_image(torch.zeros(1, rows * self.side, cols * self.side), image_size).shape[1:]
         return self.num_patches + height * (width + 1)

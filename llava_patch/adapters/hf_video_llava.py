@@ -14,9 +14,7 @@ from torch import nn
 from transformers import VideoLlavaForConditionalGeneration
 
 from ..registry import register_adapter
-from ..vision import clip_encoder, encode_and_select
-from .base import select_layer_index
-from .hf_base import EncodedItems, HFAdapter
+from .hf_base import EncodedCall, EncodedItems, HFAdapter
 
 
 @register_adapter
@@ -30,28 +28,20 @@ class HFVideoLlavaAdapter(HFAdapter):
         return isinstance(model, VideoLlavaForConditionalGeneration)
 
     def __init__(self, model: VideoLlavaForConditionalGeneration, keep_frame_cls: bool = False) -> None:
-        super().__init__(model)
-        config = model.config
-        if config.vision_feature_select_strategy != "default":
-            raise ValueError(f"vision_feature_select_strategy={config.vision_feature_select_strategy!r}: pruning needs 'default'")
         if not isinstance(keep_frame_cls, bool):
             raise ValueError(f"keep_frame_cls must be True or False, got {keep_frame_cls!r}")
-        for tower in (model.model.image_tower, model.model.video_tower):
-            clip_encoder(tower)
-        vision = config.vision_config
-        self.select_layer = select_layer_index(config.vision_feature_layer, vision.num_hidden_layers)
-        self.num_patches = (vision.image_size // vision.patch_size) ** 2  # per image / frame
+        super().__init__(model, towers=[model.model.image_tower, model.model.video_tower])  # per image / frame
         self.keep_frame_cls = keep_frame_cls
 
     def tokens_per_video(self, keep: int, frames: int) -> int:
         return frames * (keep + self.keep_frame_cls)
 
-    def encode(self, arguments: dict) -> list[EncodedItems]:
-        model, config, handle = self.model.model, self.model.config, self.handle
+    def encode(self, arguments: dict) -> EncodedCall:
+        model, config = self.model.model, self.model.config
         encoded, selections, scores = [], [], []
         images = arguments.get("pixel_values")
         if images is not None:
-            selection = self._select(model.image_tower, images)
+            selection = self.select(model.image_tower, images)
             features = model.multi_modal_projector(selection.features)
             encoded.append(EncodedItems("image", config.image_token_id, [self.num_patches] * len(features),
                                         list(features), stacked=True))
@@ -60,7 +50,7 @@ class HFVideoLlavaAdapter(HFAdapter):
         videos = arguments.get("pixel_values_videos")
         if videos is not None:
             count, frames = videos.shape[:2]
-            selection = self._select(model.video_tower, videos.flatten(0, 1))
+            selection = self.select(model.video_tower, videos.flatten(0, 1))
             features = selection.features
             if self.keep_frame_cls:  # transformers' order: the frame's [CLS] first, then its patches
                 features = torch.cat([selection.cls_feature, features], dim=1)
@@ -70,10 +60,4 @@ class HFVideoLlavaAdapter(HFAdapter):
                                         list(features), stacked=True))
             selections += [list(kept) for kept in selection.kept.view(count, frames, -1)]
             scores += [list(row) for row in selection.scores.view(count, frames, -1)]
-        handle.record(selections, scores)
-        return encoded
-
-    def _select(self, tower: nn.Module, pixel_values: torch.Tensor):
-        handle = self.handle
-        return encode_and_select(tower, pixel_values, handle.selector, handle.vision_keep, self.select_layer,
-                                 handle.stop_at_select_layer)
+        return EncodedCall(encoded, selections, scores)

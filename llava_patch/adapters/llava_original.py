@@ -22,10 +22,11 @@ import functools
 import torch
 from torch import nn
 
-from ..anyres import MODES, arrange_crops, paper_grid_pinpoints
+from ..anyres import MODES, NextLayout
+from ..patch import PatchConfig
 from ..registry import register_adapter
-from ..vision import encode_and_select, project
-from .base import Adapter, bind_call, select_layer_index
+from ..tower import encode_and_select, project, select_layer_index
+from .base import Adapter, bind_call
 
 IMAGE_TOKEN_INDEX = -200  # llava.constants.IMAGE_TOKEN_INDEX
 
@@ -54,7 +55,7 @@ class OriginalLlavaAdapter(Adapter):
         config = model.config
         self.anyres = getattr(config, "image_aspect_ratio", None) == "anyres"
         merge = getattr(config, "mm_patch_merge_type", "flat")
-        if mode not in MODES:
+        if not self.anyres and mode not in MODES:
             raise ValueError(f"mode={mode!r}; LLaVA-NeXT modes are {', '.join(MODES)}")
         if not self.anyres and (merge != "flat" or mode != "native"):
             raise ValueError(f"mm_patch_merge_type={merge!r}, mode={mode!r}: without image_aspect_ratio='anyres' "
@@ -70,28 +71,29 @@ class OriginalLlavaAdapter(Adapter):
         self.select_layer = select_layer_index(self.vision_tower.select_layer, clip.config.num_hidden_layers)
         self.side = self.vision_tower.num_patches_per_side
         self.num_patches = self.vision_tower.num_patches  # per crop
-        self.mode = mode
         self.accepts_variable_counts = not self.anyres
-        self.original_layout = (merge, getattr(config, "image_grid_pinpoints", None))
-        self.handle = None
+        self.layout = NextLayout(config, mode, self.vision_tower.config.image_size, self.side) if self.anyres else None
+        self.original_merge = merge
+        self.config: PatchConfig | None = None
 
     def tokens_per_image(self, keep: int) -> int | None:
-        if not self.anyres:
-            return keep
-        return 5 * keep if self.mode == "paper" else None  # base + 2×2 grid; native depends on the image
+        return self.layout.tokens_per_image(keep) if self.anyres else keep
 
-    def install(self, handle) -> None:
-        self.handle = handle
-        model, config = self.model, self.model.config
-        if self.anyres and self.mode == "paper":
-            config.mm_patch_merge_type = "spatial"  # no unpad, no newline
-            config.image_grid_pinpoints = paper_grid_pinpoints(self.vision_tower.config.image_size)
-        original_prepare = model.prepare_inputs_labels_for_multimodal
+    def install(self, config: PatchConfig) -> None:
+        self.config = config
+        model, recorder = self.model, config.recorder
+        if self.anyres:
+            self.layout.install()
+            if self.layout.mode == "paper":
+                model.config.mm_patch_merge_type = "spatial"  # no unpad, no newline
+        original_prepare, original_forward, original_generate = (
+            model.prepare_inputs_labels_for_multimodal, model.forward, model.generate)
         prepared: list[list[torch.Tensor]] = []  # NeXT features made by the wrapper below, for encode_images
-        feature_counts: list[int] = []  # per image of the current call, for FastV's image-token mask
+        selected: list[tuple[list, list]] = []  # (selection, scores) of the current call, reported with its tokens
+        feature_counts: list[int] = []  # per image of the current call, for the visual-token mask
 
         def encode_images(images: torch.Tensor):
-            features = prepared.pop() if prepared else self._project(images)
+            features = prepared.pop() if prepared else self._project(images, selected)
             feature_counts[:] = [len(image) for image in features]
             return features
 
@@ -102,34 +104,45 @@ class OriginalLlavaAdapter(Adapter):
             if images is None or input_ids.shape[1] == 1:
                 return original_prepare(**arguments)
             if type(images) is list or images.ndim == 5:
-                prepared.append(self._next_features(images, arguments.get("image_sizes")))
+                prepared.append(self._next_features(images, arguments.get("image_sizes"), selected))
                 # A 4-D stand-in takes the original's one-crop branch, which calls encode_images once.
                 arguments["images"] = torch.empty(len(prepared[0]), 0, 0, 0)
             outputs = original_prepare(**arguments)
-            handle.last_visual_tokens = _visual_tokens(input_ids, arguments.get("attention_mask"), outputs)
-            if handle.llm_state is not None:
-                handle.llm_state.image_mask = self._image_mask(input_ids, arguments.get("attention_mask"), feature_counts,
-                                                               outputs[4].shape[1])
+            attention_mask = arguments.get("attention_mask")
+            recorder.record(*selected.pop(), _visual_tokens(input_ids, attention_mask, outputs))
+            if config.visual_positions is not None:
+                config.visual_positions(self._image_mask(input_ids, attention_mask, feature_counts, outputs[4].shape[1]))
             return outputs
+
+        @functools.wraps(original_forward)
+        def forward(*args, **kwargs):
+            with recorder.call():
+                return original_forward(*args, **kwargs)
+
+        @functools.wraps(original_generate)
+        def generate(*args, **kwargs):
+            with recorder.call():
+                return original_generate(*args, **kwargs)
 
         model.encode_images = encode_images
         model.prepare_inputs_labels_for_multimodal = prepare_inputs_labels_for_multimodal
+        model.forward, model.generate = forward, generate
 
     def language_model(self):
         return self.model.get_model()  # LlavaLlamaModel is a transformers LlamaModel
 
     def uninstall(self) -> None:
-        del self.model.encode_images
-        del self.model.prepare_inputs_labels_for_multimodal
-        self.model.config.mm_patch_merge_type, pinpoints = self.original_layout
-        if pinpoints is not None:
-            self.model.config.image_grid_pinpoints = pinpoints
-        self.handle = None
+        for name in ("encode_images", "prepare_inputs_labels_for_multimodal", "forward", "generate"):
+            delattr(self.model, name)
+        if self.anyres:
+            self.layout.restore()
+            self.model.config.mm_patch_merge_type = self.original_merge
+        self.config = None
 
-    def _project(self, images: torch.Tensor) -> torch.Tensor:
+    def _project(self, images: torch.Tensor, selected: list) -> torch.Tensor:
         """LLaVA-1.5: one crop per image, its kept patches projected."""
         selection = self._select(images)
-        self.handle.record(list(selection.kept), list(selection.scores))
+        selected.append((list(selection.kept), list(selection.scores)))
         features = selection.features
         features = features.to(images.dtype) if isinstance(features, torch.Tensor) else [f.to(images.dtype) for f in features]
         return project(self.model.get_model().mm_projector, features)
@@ -150,26 +163,27 @@ class OriginalLlavaAdapter(Adapter):
         return result
 
     def _select(self, crops: torch.Tensor):
-        tower, handle = self.vision_tower, self.handle
-        return encode_and_select(tower.vision_tower, crops.to(device=tower.device, dtype=tower.dtype), handle.selector,
-                                 handle.vision_keep, self.select_layer, handle.stop_at_select_layer)
+        tower, config = self.vision_tower, self.config
+        return encode_and_select(tower.vision_tower, crops.to(device=tower.device, dtype=tower.dtype), config.selector,
+                                 config.keep, self.select_layer, config.stop_at_select_layer)
 
-    def _next_features(self, images, image_sizes) -> list[torch.Tensor]:
+    def _next_features(self, images, image_sizes, selected: list) -> list[torch.Tensor]:
         from llava.mm_utils import get_anyres_image_grid_shape
         from llava.model.llava_arch import unpad_image
 
         model, config = self.model, self.model.config
         images = [crops if crops.ndim == 4 else crops.unsqueeze(0) for crops in images]
-        counts = [crops.shape[0] for crops in images]
         selection = self._select(torch.cat(images))
         projected = model.get_model().mm_projector(selection.features.to(images[0].dtype))
-        features = []
-        for kept, crops, size in zip(selection.kept.split(counts), projected.split(counts), image_sizes):
+
+        def grid_shape(size) -> tuple[int, int]:  # the original gives (cols, rows)
             cols, rows = get_anyres_image_grid_shape(size, config.image_grid_pinpoints, self.vision_tower.config.image_size)
-            unpad = lambda index_map, size=size: unpad_image(index_map, size)  # noqa: E731
-            features.append(arrange_crops(kept, crops, (rows, cols), self.side, self.mode, unpad, model.get_model().image_newline))
-        self.handle.record([list(kept) for kept in selection.kept.split(counts)],
-                           [list(scores) for scores in selection.scores.split(counts)])
+            return rows, cols
+
+        features, kept, scores = self.layout.arrange(selection.kept, selection.scores, projected,
+                                                     [crops.shape[0] for crops in images], image_sizes, grid_shape,
+                                                     unpad_image, model.get_model().image_newline)
+        selected.append((kept, scores))
         return features
 
 

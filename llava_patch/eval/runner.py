@@ -28,9 +28,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from .. import apply
-from ..loading import load_model
-from ..media import read_image, read_video
-from ..judge import API_KEY_ENV, BASE_URL_ENV, OpenAIChatClient, grade_mmvet, judge_video_qa
+from ..models.loading import load_model
+from ..models.media import read_image, read_video
+from .judge import API_KEY_ENV, BASE_URL_ENV, OpenAIChatClient, grade_mmvet, judge_video_qa
 from .benchmarks import Benchmark, Question, get_benchmark, read_jsonl
 
 ANSWERS, MANIFEST, METRICS, CONFIG = "answers.jsonl", "manifest.json", "metrics.json", "run_config.json"
@@ -149,7 +149,6 @@ def _run_shard(config: RunConfig, benchmark: Benchmark, shard: list[Question], p
     with open(path, "a", encoding="utf-8") as file:
         for index, batch in tqdm(todo, desc=f"{config.benchmark} [{process}]", unit="batch", disable=process != 0):
             images = None if batch[0].image is None else [_media(benchmark, config, q) for q in batch]
-            handle.last_visual_tokens = []
             torch.manual_seed(index)  # sampling protocols (video QA) repeat exactly, also when resumed
             start = time.perf_counter()
             answers = vlm.generate(images, [q.text for q in batch], max_new_tokens=benchmark.max_new_tokens)
@@ -257,7 +256,7 @@ def score_answers(benchmark: str, answers: Path, data_root: Path, cache: Path | 
     """Metrics of an answers file: the local scorers, or an LLM judge — video QA, and MM-Vet's GPT grader
     when OPENAI_API_KEY is set — cached per question in `cache` (default beside the answers). None for
     benchmarks scored by a server (write their submission files)."""
-    from .. import scoring
+    from . import scoring
 
     rows = read_jsonl(Path(answers))
     cache = cache or Path(answers).with_name("judge_cache.jsonl")

@@ -63,7 +63,7 @@ def _write_tables(rows: list[dict], output_root: Path) -> None:
 def _plot(rows: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
-    from ..figures import save_figure
+    from ..plotting import save_figure
 
     benchmarks = sorted({row["benchmark"] for row in rows})
     figure = Figure(figsize=(4.5 * len(benchmarks), 3.5))
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _embedded_default(root: Path) -> tuple[str, str]:
-    from ..testing import build_tiny_llava_original
+    from ..models.tiny import build_tiny_llava_original
     from .minibench import build_minibench
 
     model, data = root / "model" / "llava-v1.5-tiny", root / "data"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 
 @dataclass
@@ -28,19 +29,28 @@ class SelectionInputs:
         return self.pixel_values.shape[0]
 
 
-class Selector:
-    """Base class: score every patch, keep the top `keep` in ascending (raster) order."""
+class Method:
+    """What every method declares; `llava_patch.method_info(name)` reads these, so nothing else needs
+    to know a method by its name."""
 
     name: str = ""  # set by @register_method
-    keeps_everything: bool = False  # True for `none`: takes no budget, keeps all patches
-    prunes_in_llm: bool = False  # True for `fastv`: the vision side keeps all, the LLM prunes (`fastv_llm`)
+    stage: str = "vision"  # "vision": selects patches before the projector; "llm": prunes inside the LLM
+    takes_budget: bool = True  # False for `none`: keeps every token, accepts neither keep nor reduction_ratio
     variable_count: bool = False  # True when the token count differs per image (`prumerge_plus`)
-
-    def check_budget(self, keep: int, num_patches: int) -> None:
-        """Raise ValueError for budgets the method does not define (default: any keep works)."""
+    budgets: tuple[int, ...] | None = None  # the only `keep` values the method defines (None: any)
 
     def __init__(self) -> None:
         """Subclasses take their options as keyword arguments; these are what `apply(**options)` accepts."""
+
+    def check_budget(self, keep: int, num_patches: int) -> None:
+        """Raise ValueError for budgets the method does not define."""
+        if self.budgets is not None and keep not in self.budgets:
+            raise ValueError(f"{self.name}: keep={keep}; the method is defined for keep = "
+                             f"{', '.join(map(str, self.budgets))} only")
+
+
+class Selector(Method):
+    """A vision-stage method: score every patch, keep the top `keep` in ascending (raster) order."""
 
     def cls_layers(self, select_layer: int) -> list[int]:
         """Vision encoder layers whose [CLS] attention row this method needs.
@@ -67,3 +77,29 @@ class Selector:
     def merge(self, patches: torch.Tensor, kept, inputs: SelectionInputs):
         """The features that reach the projector: by default the kept patches' own, (B, keep, D)."""
         return patches.gather(1, kept.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
+
+
+class LanguageModelMethod(Method):
+    """An LLM-stage method: every patch reaches the projector and the method prunes visual tokens
+    inside the Llama-style language model. `apply` checks it against the model, then attaches it to
+    the adapter's decoder (`adapter.language_model()`); adapters tell it, before each prefill, where
+    the visual tokens sit (`visual_positions`). It reports each pruned prefill to the recorder."""
+
+    stage = "llm"
+
+    def check_language_model(self, language_model: nn.Module) -> None:
+        """Raise ValueError when the method cannot run on this decoder (nothing is changed yet)."""
+
+    def attach(self, language_model: nn.Module, keep: int | None, reduction_ratio: float | None, recorder) -> None:
+        raise NotImplementedError
+
+    def detach(self) -> None:
+        raise NotImplementedError
+
+    def visual_positions(self, mask: torch.Tensor) -> None:
+        """(B, L) visual-token positions of the sequence the next prefill receives."""
+        raise NotImplementedError
+
+    def tokens_kept(self, visual_tokens: int) -> int:
+        """Visual tokens one sample with `visual_tokens` of them keeps."""
+        raise NotImplementedError

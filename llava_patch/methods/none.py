@@ -10,7 +10,7 @@ from .base import SelectionInputs, Selector
 
 @register_method("none")
 class NoPruning(Selector):
-    keeps_everything = True
+    takes_budget = False
 
     def scores(self, inputs: SelectionInputs, num_patches: int) -> torch.Tensor:
         return torch.zeros(inputs.batch_size, num_patches, device=inputs.pixel_values.device)

@@ -28,11 +28,7 @@ NEIGHBOURS = 32
 @register_method("prumerge_plus")
 class PruMergePlus(Selector):
     variable_count = True
-
-    def check_budget(self, keep: int, num_patches: int) -> None:
-        if keep not in SETTINGS:
-            raise ValueError(f"prumerge_plus: keep={keep}; its settings exist for keep = 64, 128, 256 only "
-                             "(VTC-CLS's code would silently run the 256 setting)")
+    budgets = tuple(SETTINGS)  # VTC-CLS's code would silently run the 256 setting for any other value
 
     def key_layers(self, num_layers: int) -> list[int]:
         return [num_layers - 1]

@@ -1,0 +1,64 @@
+"""Local benchmark scorers and submission writers for LLaVA-format answer files (SPEC §6).
+
+    from llava_patch.eval.scoring import benchmarks, score, write_submission
+    score("pope", Path("answers/pope.jsonl"), Path("playground/data/eval"))["f1_mean"]
+    write_submission("vqav2", Path("answers/vqav2.jsonl"), Path("playground/data/eval"), Path("upload.json"))
+
+`data_root` is LLaVA's `playground/data/eval` (its eval.zip plus the datasets, laid out as LLaVA's
+docs/Evaluation.md says); each benchmark's module names the files it reads below it. Metrics are in
+percent (MME: sums of percentages) and every result has a "headline" entry, the number the papers'
+tables report, plus "n_answered" / "n_questions": scores are over the answered questions, so a
+partial answer file gives a partial score, not an error.
+
+One module per benchmark, registered by name with `registry.scorer` / `registry.submission_writer`;
+every module of this package is imported here, so adding a benchmark is adding a module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import Any
+
+from .registry import SCORERS, SUBMISSION_WRITERS
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def benchmarks() -> list[str]:
+    """Names of the benchmarks that can be scored locally."""
+    return sorted(SCORERS)
+
+
+def submission_benchmarks() -> list[str]:
+    """Names of the benchmarks `write_submission` writes server uploads for."""
+    return sorted(SUBMISSION_WRITERS)
+
+
+def score(benchmark: str, answers_file: Path, data_root: Path) -> dict[str, Any]:
+    """JSON-serialisable metrics of a LLaVA answer file against the ground truth under `data_root`.
+
+    Unknown benchmark, malformed answer line or an answer to a question outside the ground truth →
+    ValueError; a missing ground-truth file → FileNotFoundError naming it.
+    """
+    if benchmark not in SCORERS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; local scorers: {', '.join(benchmarks())}")
+    return SCORERS[benchmark](Path(answers_file), Path(data_root))
+
+
+def write_submission(benchmark: str, answers_file: Path, data_root: Path, output: Path) -> Path:
+    """Write the evaluation server's upload for `benchmark` to `output` and return the path written.
+
+    Never overwrites: an existing `output` → FileExistsError. Errors otherwise as for `score`.
+    """
+    if benchmark not in SUBMISSION_WRITERS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; submission writers: {', '.join(submission_benchmarks())}")
+    output = Path(output)
+    if output.exists():
+        raise FileExistsError(f"{output} exists; not overwriting it")
+    return SUBMISSION_WRITERS[benchmark](Path(answers_file), Path(data_root), output)
+
+
+__all__ = ["benchmarks", "submission_benchmarks", "score", "write_submission"]

@@ -1,0 +1,38 @@
+"""Name → function registries for local scorers and submission writers.
+
+A benchmark is one module in `llava_patch/scoring/` that decorates its functions with
+`@scorer("name")` and/or `@submission_writer("name")`; `llava_patch.eval.scoring` imports every module of
+the package, so adding a module is the whole change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Scorer = Callable[[Path, Path], dict[str, Any]]
+SubmissionWriter = Callable[[Path, Path, Path], Path]
+
+SCORERS: dict[str, Scorer] = {}
+SUBMISSION_WRITERS: dict[str, SubmissionWriter] = {}
+
+
+def _register(table: dict[str, Callable], kind: str, name: str) -> Callable[[Callable], Callable]:
+    def decorate(function: Callable) -> Callable:
+        if name in table:
+            raise ValueError(f"{kind} {name!r} is registered twice ({table[name].__module__}, {function.__module__})")
+        table[name] = function
+        return function
+
+    return decorate
+
+
+def scorer(name: str) -> Callable[[Scorer], Scorer]:
+    """Register `function(answers_file, data_root) -> metrics` as the local scorer of `name`."""
+    return _register(SCORERS, "scorer", name)
+
+
+def submission_writer(name: str) -> Callable[[SubmissionWriter], SubmissionWriter]:
+    """Register `function(answers_file, data_root, output) -> written path` for `name`."""
+    return _register(SUBMISSION_WRITERS, "submission writer", name)

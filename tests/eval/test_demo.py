@@ -1,0 +1,31 @@
+"""The main job (`make demo`) runs end to end and never overwrites an existing file."""
+
+import json
+
+import pytest
+
+from llava_patch.eval import demo
+
+
+def test_demo_runs_every_method_and_reports_the_tokens_that_reached_the_llm(tiny_llava_dir, tmp_path, capsys):
+    output = tmp_path / "rows.jsonl"
+    demo.main(["--model", str(tiny_llava_dir), "--max-new-tokens", "2", "--output", str(output)])
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [(r["method"], r["visual_tokens_to_llm"]) for r in rows[:4]] == [
+        ("none", 64), ("fastervlm", 16), ("fastervlm", 6), ("fastervlm", 3)]
+    assert {r["method"] for r in rows} == {"none", "fastervlm", "vtc_cls", "fastv", "random", "grid"}
+    assert "wall time of one call after one warm-up call" in capsys.readouterr().out
+
+
+def test_demo_refuses_to_overwrite_and_names_bad_files(tiny_llava_dir, tmp_path):
+    existing = tmp_path / "rows.jsonl"
+    existing.write_text("keep me\n")
+    with pytest.raises(SystemExit, match="--output .*rows.jsonl exists"):
+        demo.main(["--model", str(tiny_llava_dir), "--output", str(existing)])
+    assert existing.read_text() == "keep me\n"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(SystemExit, match="--image .*broken.png: cannot be read as an image"):
+        demo.main(["--model", str(tiny_llava_dir), "--image", str(broken)])
+    with pytest.raises(SystemExit, match="--model .*missing: cannot load"):
+        demo.main(["--model", str(tmp_path / "missing")])

@@ -1,0 +1,93 @@
+"""Paper tables (golden files), retention and attention figures, and the notebooks."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from llava_patch import cli
+from llava_patch.paper.figures import retention_figure, write_figures
+from llava_patch.paper.published import load_published
+from llava_patch.paper.tables import MISSING, build_tables, render_markdown, reproduced_results, write_tables
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _fake_run(root: Path, name: str, model: str, method: str, benchmark: str, tokens: float, headline: float) -> None:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({
+        "model": model, "method": method, "benchmark": benchmark, "requested_budget": {"keep": None, "reduction_ratio": None},
+        "measured_visual_tokens": {"min": tokens, "mean": tokens, "max": tokens}}))
+    (run / "metrics.json").write_text(json.dumps({"headline": headline}))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    _fake_run(root, "a", "/ckpt/llava-v1.5-7b", "none", "pope", 576, 85.90)  # within tolerance of 85.87
+    _fake_run(root, "b", "/ckpt/llava-v1.5-7b", "fastervlm", "pope", 29, 60.00)  # far from 67.24: flagged
+    _fake_run(root, "c", "/ckpt/llava-v1.5-7b", "fastervlm", "sqa", 29, 69.60)  # sqa → SQA-IMG column
+    _fake_run(root, "d", "/ckpt/llava-v1.5-13b", "fastv", "pope", 29, 50.00)
+    return root
+
+
+def test_the_rendered_table_matches_its_golden_file(runs):
+    tables = build_tables(load_published(), reproduced_results(runs))
+    text = render_markdown("fastervlm", "llava-1.5-7b", tables[("fastervlm", "llava-1.5-7b")])
+    assert text == (GOLDEN / "fastervlm_llava-1.5-7b_with_runs.md").read_text(encoding="utf-8")
+    assert "85.87 / 85.90 (+0.03) |" in text and "67.24 / 60.00 (-7.24) ⚠" in text and "69.56 / 69.60 (+0.04)" in text
+    assert f"78.52 {MISSING}" in text  # VQAv2 unpruned: not reproduced
+
+
+def test_committed_tables_are_the_published_ones_rendered_now(tmp_path):
+    written = write_tables(tmp_path)
+    assert len(written) == 10  # 5 tables × (.md, .tex)
+    for path in written:
+        assert path.read_text(encoding="utf-8") == (ROOT / "paper_tables" / path.name).read_text(encoding="utf-8"), path.name
+
+
+def test_latex_escapes_and_marks(runs, tmp_path):
+    write_tables(tmp_path, runs)
+    latex = (tmp_path / "fastervlm_llava-1.5-7b.tex").read_text()
+    assert r"\begin{tabular}" in latex and r"$^\dagger$" in latex and r"$\cdot$" in latex and r"\#" in latex
+
+
+def test_retention_figures_have_a_panel_per_table_and_repeat_byte_for_byte(runs, tmp_path):
+    tables = build_tables(load_published(), [])
+    figure = retention_figure(tables)
+    assert [axis.get_title() for axis in figure.axes] == [
+        "fastervlm: llava-1.5-7b (relative_average_percent)", "fastervlm: llava-1.5-13b (relative_average_percent)",
+        "fastervlm: llava-next-7b (relative_average_percent)", "fastervlm: video-llava-7b (relative_accuracy_percent)",
+        "vtc_cls: llava-1.5-7b (average)"]
+    lines = {line.get_label() for line in figure.axes[0].get_lines()}
+    assert {"fastv", "fitprune", "sparsevlm", "fastervlm", "unpruned"} <= lines
+    first, second = write_figures(tmp_path / "one", runs), write_figures(tmp_path / "two", runs)
+    assert [p.name for p in first] == [p.name for p in second] and len(first) == 14
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, second))
+
+
+def test_the_figures_command_adds_the_attention_figures(tiny_llava_dir, tmp_path):
+    from llava_patch.models.tiny import build_instruction_samples
+
+    samples, image_root = build_instruction_samples(tmp_path / "images", count=2)
+    (tmp_path / "samples.json").write_text(json.dumps(samples))
+    assert cli.main(["figures", "--output", str(tmp_path / "figs"), "--model", str(tiny_llava_dir),
+                     "--samples", str(tmp_path / "samples.json"), "--image-root", str(image_root)]) == 0
+    for name in ("attention_maps", "attention_shift_bars", "attention_shift_heatmaps", "attention_dispersion"):
+        assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 1000 and (tmp_path / "figs" / f"{name}.pdf").exists()
+
+
+@pytest.mark.parametrize("name", ["retention_curves", "attention_maps", "attention_shift_dispersion"])
+def test_notebooks_are_committed_clean_and_run_top_to_bottom(name, tmp_path, monkeypatch):
+    notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    assert all(not cell.get("outputs") and not cell.get("execution_count") for cell in notebook.cells if cell.cell_type == "code")
+    for variable in ("CKPT", "SAMPLES", "IMAGE_ROOT", "RUNS"):
+        monkeypatch.delenv(variable, raising=False)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    assert any("image/png" in output.get("data", {}) for output in outputs)
