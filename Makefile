@@ -14,12 +14,12 @@ test: $(STAMP)
 
 # The main job: every method and budget on one image (ARGS="--model DIR_OR_ID --image FILE").
 demo: $(STAMP)
-	$(VENV)/bin/python -m llava_patch.eval.demo $(ARGS)
+	$(VENV)/bin/python -m llava_patch.cli demo $(ARGS)
 
 # The main job: the evaluation sweep (every method at 0/75/90/95% on POPE and GQA) with its table
 # and figure. Without CKPT/DATA: a tiny random model on the bundled mini benchmark (CPU, minutes).
 reproduce: $(STAMP)
-	$(VENV)/bin/python -m llava_patch.eval.sweep $(ARGS)
+	$(VENV)/bin/python -m llava_patch.cli reproduce $(ARGS)
 
 setup: $(STAMP)
 

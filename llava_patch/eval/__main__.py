@@ -1,7 +1,7 @@
-"""`python -m llava_patch.eval ...` — the same as `llava-patch eval ...`."""
+"""`python -m llava_patch.eval ...` — the same as `llava-patch eval ...` (what `accelerate launch -m` runs)."""
 
 import sys
 
-from ..cli import main
+from .command import main
 
-sys.exit(main(["eval", *sys.argv[1:]]))
+sys.exit(main())

@@ -1,5 +1,6 @@
-"""FastV (Chen et al., 2024) as the FasterVLM tables run it: visual tokens are pruned inside the
-language model, once, during prefill; every patch reaches the projector.
+"""FastV (Chen et al., 2024), as FasterVLM's tables run it: prune visual tokens inside the LLM, once, at prefill.
+
+Every patch reaches the projector; the language model drops visual tokens from decoder layer K on.
 
 While applied, the Llama-style decoder's `forward` (transformers `LlamaModel`, used by every backend)
 is replaced by `_FastVForward`: the same computation as `LlamaModel.forward`, split at decoder layer K

@@ -17,11 +17,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .loading import check_weights, read_config
-
-IMAGE_TOKEN = "<image>"
+from .checkpoint import check_weights, load_state_dict, read_config, vision_tower_path
+from .prompting import IMAGE_TOKEN
 _TEXT_FIELDS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps",
@@ -38,24 +37,6 @@ _PREFIXES = [
 _VOCAB_ROWS = ("model.language_model.embed_tokens.weight", "lm_head.weight")
 
 
-def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint directory: safetensors preferred, .bin read with weights_only."""
-    check_weights(directory)
-    for index_name, reader in (("model.safetensors.index.json", load_file), ("pytorch_model.bin.index.json", _load_bin)):
-        index = directory / index_name
-        if index.exists():
-            state = {}
-            for shard in sorted(set(read_config(index)["weight_map"].values())):
-                state.update(reader(directory / shard))
-            return state
-    single = directory / "model.safetensors"
-    return load_file(single) if single.exists() else _load_bin(directory / "pytorch_model.bin")
-
-
-def _load_bin(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def _rename(name: str, to_hf: bool) -> str:
     for original, hf in _PREFIXES:
         old, new = (original, hf) if to_hf else (hf, original)
@@ -63,14 +44,6 @@ def _rename(name: str, to_hf: bool) -> str:
             return new + name[len(old) :]
     layout = "an original-format" if to_hf else "a transformers"
     raise ValueError(f"unexpected tensor {name!r} in {layout} LLaVA checkpoint")
-
-
-def vision_tower_path(checkpoint: Path, config: dict) -> str:
-    """`mm_vision_tower` as a loadable path or hub id (relative paths are relative to the checkpoint)."""
-    tower = config["mm_vision_tower"]
-    if not Path(tower).is_absolute() and (checkpoint / tower).exists():
-        return str((checkpoint / tower).resolve())
-    return tower
 
 
 def _original_hf_state(directory: Path, config: dict) -> dict[str, torch.Tensor]:

@@ -5,22 +5,24 @@ decoding — whichever model class sits underneath:
 
 - backend "llava": the original LLaVA codebase (`llava-torch==1.2.2.post1`), loaded through its own
   `llava.model.builder.load_pretrained_model`; checkpoints such as liuhaotian/llava-v1.5-7b.
-- backend "hf": transformers' `LlavaForConditionalGeneration`; checkpoints such as llava-hf/llava-1.5-7b-hf
-  (or one converted with `llava-patch convert`).
+- backend "hf": transformers' LLaVA-1.5, LLaVA-NeXT and Video-LLaVA classes; checkpoints such as
+  llava-hf/llava-1.5-7b-hf (or one converted with `llava-patch convert`).
 
 Both get token ids from `llava_patch.models.prompting`, so their text tokens are identical.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torch import nn
 
-from .prompting import left_pad, preprocess_images, tokenize_with_images, vicuna_v1_prompt
+from ..adapters.llava_original import IMAGE_TOKEN_INDEX
+from ..tower import llava_vision_geometry
+from .checkpoint import check_weights, read_config, vision_tower_path
+from .prompting import IMAGE_TOKEN, left_pad, pad_token_id, preprocess_images, tokenize_with_images, vicuna_v1_prompt
 
 BACKENDS = ("llava", "hf")
 LLAVA_REQUIREMENT = "llava-torch==1.2.2.post1"  # installed with --no-deps: its own pins conflict with ours
@@ -48,19 +50,26 @@ class GreedyMargins:
 
 
 class VLM:
-    """A loaded LLaVA model with the evaluation protocol of SPEC §6 (vicuna_v1, pad, greedy)."""
+    """A loaded LLaVA-family model with its evaluation protocol: prompt, preprocessing, batching and
+    decoding (vicuna_v1, pad, greedy for the image models; Video-LLaVA's own for video, see `VideoVLM`).
+
+    `generate(media, questions, max_new_tokens)` answers a batch; afterwards `last_new_tokens` holds the
+    tokens it generated and `last_min_margins` each answer's smallest top-2 logit gap (None where the
+    protocol samples)."""
 
     backend: str
     image_token_id: int  # what stands for an image in `input_ids`
     tokens_per_image: int  # how many of them per image
+    image_argument: str  # the model's keyword for pixel values
+    generate_ids_argument: str  # its generate()'s keyword for token ids
+    decoding: dict = {"do_sample": False, "num_beams": 1}  # greedy, as the papers' evaluation scripts
 
     def __init__(self, model: nn.Module, tokenizer, image_processor, source: str) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.source = source
-        pad = tokenizer.pad_token_id
-        self.pad_token_id = pad if pad is not None else (tokenizer.unk_token_id or 0)
+        self.pad_token_id = pad_token_id(tokenizer)
 
     def prompt(self, question: str, with_image: bool = True) -> str:
         return vicuna_v1_prompt(question, with_image)
@@ -89,51 +98,77 @@ class VLM:
         return self.model(**inputs)
 
     @torch.no_grad()
-    def generate(self, images: list[Image.Image] | None, questions: list[str], max_new_tokens: int = 128) -> list[str]:
-        """Greedy answers (temperature 0, one beam, KV cache), as the papers' evaluation scripts.
-        `last_min_margins` then holds each answer's smallest top-2 logit gap (see `GreedyMargins`)."""
+    def generate(self, media: list | None, questions: list[str], max_new_tokens: int = 128) -> list[str]:
+        """Answers for a batch: `media` holds one image (or, for `VideoVLM`, one list of frames) per
+        question, or is None for text-only questions. KV cache on; the decoding of `decoding`."""
         from transformers import LogitsProcessorList
 
-        inputs = self.prepare(images, questions)
+        inputs = self.prepare(media, questions)
         arguments = dict(inputs)
         arguments[self.generate_ids_argument] = arguments.pop("input_ids")
         margins = GreedyMargins(self.tokenizer.eos_token_id)
         output = self.model.generate(
-            **arguments, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, use_cache=True,
+            **arguments, **self.decoding, max_new_tokens=max_new_tokens, use_cache=True,
             pad_token_id=self.pad_token_id, logits_processor=LogitsProcessorList([margins]),
         )
-        self.last_min_margins = margins.smallest.tolist()
+        greedy = not self.decoding.get("do_sample")
+        self.last_min_margins = margins.smallest.tolist() if greedy else [None] * len(questions)
         new_tokens = self.new_tokens(output, inputs)
         self.last_new_tokens = int((new_tokens != self.pad_token_id).sum())  # for throughput figures
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
-    image_argument: str  # the model's keyword for pixel values
-    generate_ids_argument: str  # its generate()'s keyword for token ids
-
     def new_tokens(self, output: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
+        return output[:, inputs["input_ids"].shape[1] :]  # transformers returns prompt + answer
 
 
 class HFVLM(VLM):
+    """LLaVA-1.5 on transformers (`LlavaForConditionalGeneration`)."""
+
     backend = "hf"
     image_argument = "pixel_values"
     generate_ids_argument = "input_ids"
 
     def __init__(self, model, processor, source: str) -> None:
         super().__init__(model, processor.tokenizer, processor.image_processor, source)
+        self.processor = processor
         self.image_token_id = model.config.image_token_id
-        vision = model.config.vision_config
-        self.tokens_per_image = (vision.image_size // vision.patch_size) ** 2
+        self.tokens_per_image = llava_vision_geometry(model.config).num_patches
 
-    def new_tokens(self, output, inputs):
-        return output[:, inputs["input_ids"].shape[1] :]  # transformers returns prompt + answer
+
+class HFNextVLM(HFVLM):
+    """LLaVA-NeXT on transformers (`LlavaNextForConditionalGeneration`): "anyres" preprocessing (base
+    image + grid crops) by the checkpoint's processor, whose grid follows the model's
+    `image_grid_pinpoints` (the paper mode of `apply` changes them), and as many placeholders per
+    image as the processor writes for it."""
+
+    def prompt_ids(self, question: str, with_image: bool = True) -> list[int]:
+        return tokenize_with_images(self.prompt(question, with_image), self.tokenizer, self.image_token_id, 1)
+
+    def prepare(self, images: list[Image.Image] | None, questions: list[str]) -> dict[str, torch.Tensor]:
+        if images is None:
+            return super().prepare(images, questions)
+        self.image_processor.image_grid_pinpoints = self.model.config.image_grid_pinpoints
+        rows = []
+        for image, question in zip(images, questions):
+            placeholders = int((self.processor(images=[image], text=IMAGE_TOKEN, return_tensors="pt")["input_ids"]
+                                == self.image_token_id).sum())
+            ids = self.prompt_ids(question)
+            position = ids.index(self.image_token_id)
+            rows.append(ids[:position] + [self.image_token_id] * placeholders + ids[position + 1 :])
+        input_ids, attention_mask = left_pad(rows, self.pad_token_id)
+        pixels = self.image_processor(images, return_tensors="pt")
+        device = self.model.device
+        return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
+                "pixel_values": pixels["pixel_values"].to(device, self.model.dtype), "image_sizes": pixels["image_sizes"]}
 
 
 class LlavaVLM(VLM):
+    """LLaVA-1.5 and LLaVA-NeXT on the original LLaVA codebase."""
+
     backend = "llava"
     image_argument = "images"
     generate_ids_argument = "inputs"
-    image_token_id = -200  # llava.constants.IMAGE_TOKEN_INDEX
+    image_token_id = IMAGE_TOKEN_INDEX
     tokens_per_image = 1
 
     def new_tokens(self, output, inputs):
@@ -150,36 +185,30 @@ class LlavaVLM(VLM):
         return {"images": crops, "image_sizes": [image.size for image in images]}
 
 
-class VideoVLM:
+class VideoVLM(VLM):
     """Video-LLaVA (transformers) with Video-LLaVA's video-QA protocol (its run_inference_video_qa):
     the `llava_v1` template with "<video>\n" before the question, 8 uniformly sampled frames, sampling
     at temperature 0.1, up to 1024 new tokens. Seed torch before `generate` for repeatable answers."""
 
     backend = "hf"
+    generate_ids_argument = "input_ids"
+    decoding = {"do_sample": True, "temperature": 0.1}
     SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
               "The assistant gives helpful, detailed, and polite answers to the human's questions.")
 
-    def __init__(self, model: nn.Module, tokenizer, image_processor, source: str) -> None:
-        self.model, self.tokenizer, self.image_processor, self.source = model, tokenizer, image_processor, source
-        pad = tokenizer.pad_token_id
-        self.pad_token_id = pad if pad is not None else (tokenizer.unk_token_id or 0)
-
-    def prompt(self, question: str) -> str:
+    def prompt(self, question: str, with_image: bool = True) -> str:
         return f"{self.SYSTEM} USER: <video>\n{question} ASSISTANT:"
 
-    @torch.no_grad()
-    def generate(self, videos: list[list[Image.Image]], questions: list[str], max_new_tokens: int = 1024) -> list[str]:
+    def prepare(self, videos: list[list[Image.Image]] | None, questions: list[str]) -> dict[str, torch.Tensor]:
         from .media import video_llava_inputs
 
+        if videos is None or len(videos) != len(questions):
+            raise ValueError(f"Video-LLaVA's video QA needs one video per question ({questions!r})")
         inputs = video_llava_inputs(self.model.config, self.tokenizer, self.image_processor,
                                     [self.prompt(q) for q in questions], videos=videos)
         inputs = {name: value.to(self.model.device) for name, value in inputs.items()}
         inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.model.dtype)
-        output = self.model.generate(**inputs, do_sample=True, temperature=0.1, max_new_tokens=max_new_tokens,
-                                     use_cache=True, pad_token_id=self.pad_token_id)
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        self.last_new_tokens = int((new_tokens != self.pad_token_id).sum())
-        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        return inputs
 
 
 def load_model(
@@ -188,8 +217,10 @@ def load_model(
     dtype: torch.dtype | None = None,
     device: str | None = None,
 ) -> VLM:
-    """Load a LLaVA-1.5 checkpoint with the chosen backend.
+    """Load a LLaVA-family checkpoint with the chosen backend, as a `VLM` with the evaluation protocol.
 
+    backend "llava" (the original codebase): LLaVA-1.5 and LLaVA-NeXT (v1.6) → `LlavaVLM`.
+    backend "hf" (transformers): LLaVA-1.5 → `HFVLM`, LLaVA-NeXT → `HFNextVLM`, Video-LLaVA → `VideoVLM`.
     dtype: defaults to float16 on CUDA and float32 on CPU. device: defaults to "cuda" when available.
     Weights come from safetensors where the checkpoint has them; remote code is never run.
     """
@@ -203,21 +234,28 @@ def load_model(
     return _load_llava(source, dtype, device)
 
 
-def _load_hf(source: str, dtype: torch.dtype, device: str) -> HFVLM | VideoVLM:
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+HF_MODEL_TYPES = ("llava", "llava_next", "video_llava")
+
+
+def _load_hf(source: str, dtype: torch.dtype, device: str) -> VLM:
+    from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
     local = Path(source)
     if local.exists():
         model_type = read_config(local / "config.json").get("model_type")
-        if model_type == "video_llava":
-            return _load_video_llava(source, dtype, device)
-        if model_type != "llava":
-            raise ValueError(f"{local / 'config.json'}: model_type {model_type!r}; backend 'hf' loads LLaVA-1.5 "
-                             "('llava') and Video-LLaVA ('video_llava'). Load LLaVA-NeXT with transformers and call "
-                             "llava_patch.apply, or use backend 'llava' for original v1.6 checkpoints")
-    model = LlavaForConditionalGeneration.from_pretrained(source, dtype=dtype, trust_remote_code=False)
+    else:
+        model_type = AutoConfig.from_pretrained(source, trust_remote_code=False).model_type
+    if model_type not in HF_MODEL_TYPES:
+        where = local / "config.json" if local.exists() else source
+        raise ValueError(f"{where}: model_type {model_type!r}; backend 'hf' loads {', '.join(HF_MODEL_TYPES)} "
+                         "(LLaVA-1.5, LLaVA-NeXT, Video-LLaVA); original-layout checkpoints load with backend 'llava'")
+    if model_type == "video_llava":
+        return _load_video_llava(source, dtype, device)
+    model_class, vlm_class = ((LlavaNextForConditionalGeneration, HFNextVLM) if model_type == "llava_next"
+                              else (LlavaForConditionalGeneration, HFVLM))
+    model = model_class.from_pretrained(source, dtype=dtype, trust_remote_code=False)
     processor = AutoProcessor.from_pretrained(source, trust_remote_code=False)
-    return HFVLM(model.to(device).eval(), processor, source)
+    return vlm_class(model.to(device).eval(), processor, source)
 
 
 def _load_video_llava(source: str, dtype: torch.dtype, device: str) -> VideoVLM:
@@ -244,9 +282,10 @@ def _load_llava(source: str, dtype: torch.dtype, device: str) -> LlavaVLM:
         tower = config.get("mm_vision_tower")
         if tower is None:
             raise ValueError(f"{local / 'config.json'}: no 'mm_vision_tower' entry; not an original-format LLaVA checkpoint")
-        if not Path(tower).is_absolute() and (local / tower).exists():
-            overrides["mm_vision_tower"] = str((local / tower).resolve())  # relative to the checkpoint, not the cwd
-        tower_path = Path(overrides.get("mm_vision_tower", tower))
+        resolved = vision_tower_path(local, config)  # relative to the checkpoint, not the cwd
+        if resolved != tower:
+            overrides["mm_vision_tower"] = resolved
+        tower_path = Path(resolved)
         if (tower_path.is_absolute() or tower.startswith(".")) and not tower_path.exists():
             raise FileNotFoundError(f"{local / 'config.json'}: mm_vision_tower {tower!r} does not exist")
         if tower_path.exists():
@@ -263,27 +302,3 @@ def _load_llava(source: str, dtype: torch.dtype, device: str) -> LlavaVLM:
     model.config.tokenizer_padding_side = "left"
     model = model.to(dtype).eval()
     return LlavaVLM(model, tokenizer, image_processor, source)
-
-
-def read_config(path: Path) -> dict:
-    """A checkpoint's JSON config, or an error that names the file (and the line, if malformed)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (a checkpoint directory needs its config.json)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{error.lineno}: malformed JSON ({error.msg})") from error
-
-
-def check_weights(directory: Path) -> None:
-    """Every weight file a checkpoint names must exist: single files or a sharded index."""
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = directory / index_name
-        if index.exists():
-            shards = set(read_config(index).get("weight_map", {}).values())
-            missing = sorted(shard for shard in shards if not (directory / shard).is_file())
-            if missing:
-                raise FileNotFoundError(f"{index}: lists {', '.join(missing)}, missing from {directory}")
-            return
-    if not any((directory / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
-        raise FileNotFoundError(f"{directory}: no weights (model.safetensors, pytorch_model.bin or a sharded index)")

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .prompting import left_pad, tokenize_with_placeholders
+from .prompting import IMAGE_TOKEN, left_pad, pad_token_id, tokenize_with_placeholders
 
-VIDEO_TOKEN, IMAGE_TOKEN = "<video>", "<image>"
+VIDEO_TOKEN = "<video>"
 
 
 def read_image(path: str | Path) -> Image.Image:
@@ -108,8 +108,7 @@ def video_llava_inputs(
         IMAGE_TOKEN: (model_config.image_token_id, patches),
     }
     rows = [tokenize_with_placeholders(prompt, tokenizer, placeholders) for prompt in prompts]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids, attention_mask = left_pad(rows, pad)
+    input_ids, attention_mask = left_pad(rows, pad_token_id(tokenizer))
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if videos:
         if any(len(video) != frames for video in videos):

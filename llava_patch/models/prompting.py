@@ -71,6 +71,14 @@ def preprocess_images(images: list[Image.Image], image_processor) -> torch.Tenso
     return image_processor(squares, return_tensors="pt")["pixel_values"]
 
 
+def pad_token_id(tokenizer) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its unk token, else 0
+    (padding is masked out; LLaVA's Llama tokenizer pads with unk)."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return tokenizer.unk_token_id or 0
+
+
 def left_pad(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded (input_ids, attention_mask) for a batch of token rows."""
     length = max(len(row) for row in rows)

@@ -1,15 +1,13 @@
-"""The main job (`make demo`) runs end to end and never overwrites an existing file."""
+"""`llava-patch demo` runs every method end to end and never overwrites an existing file."""
 
 import json
 
-import pytest
-
-from llava_patch.eval import demo
+from llava_patch import cli
 
 
 def test_demo_runs_every_method_and_reports_the_tokens_that_reached_the_llm(tiny_llava_dir, tmp_path, capsys):
     output = tmp_path / "rows.jsonl"
-    demo.main(["--model", str(tiny_llava_dir), "--max-new-tokens", "2", "--output", str(output)])
+    assert cli.main(["demo", "--model", str(tiny_llava_dir), "--max-new-tokens", "2", "--output", str(output)]) == 0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert [(r["method"], r["visual_tokens_to_llm"]) for r in rows[:4]] == [
         ("none", 64), ("fastervlm", 16), ("fastervlm", 6), ("fastervlm", 3)]
@@ -17,15 +15,14 @@ def test_demo_runs_every_method_and_reports_the_tokens_that_reached_the_llm(tiny
     assert "wall time of one call after one warm-up call" in capsys.readouterr().out
 
 
-def test_demo_refuses_to_overwrite_and_names_bad_files(tiny_llava_dir, tmp_path):
+def test_demo_refuses_to_overwrite_and_names_bad_files(tiny_llava_dir, tmp_path, capsys):
     existing = tmp_path / "rows.jsonl"
     existing.write_text("keep me\n")
-    with pytest.raises(SystemExit, match="--output .*rows.jsonl exists"):
-        demo.main(["--model", str(tiny_llava_dir), "--output", str(existing)])
-    assert existing.read_text() == "keep me\n"
+    assert cli.main(["demo", "--model", str(tiny_llava_dir), "--output", str(existing)]) == 2
+    assert "--output" in capsys.readouterr().err and existing.read_text() == "keep me\n"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
-    with pytest.raises(SystemExit, match="--image .*broken.png: cannot be read as an image"):
-        demo.main(["--model", str(tiny_llava_dir), "--image", str(broken)])
-    with pytest.raises(SystemExit, match="--model .*missing: cannot load"):
-        demo.main(["--model", str(tmp_path / "missing")])
+    assert cli.main(["demo", "--model", str(tiny_llava_dir), "--image", str(broken)]) == 2
+    assert "broken.png: cannot be read as an image" in capsys.readouterr().err
+    assert cli.main(["demo", "--model", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err

@@ -105,8 +105,3 @@ def test_unknown_backend_and_missing_llava_package(tiny_original, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "llava.model.builder", None)
     with pytest.raises(ImportError, match="pip install --no-deps llava-torch==1.2.2.post1"):
         load_model(tiny_original[0], backend="llava", device="cpu")
-
-
-def test_the_hf_backend_names_checkpoints_it_does_not_load(tiny_next_dir):
-    with pytest.raises(ValueError, match="model_type 'llava_next'; backend 'hf' loads LLaVA-1.5"):
-        load_model(tiny_next_dir, backend="hf", device="cpu")

@@ -1,0 +1,94 @@
+"""The `eval` command's arguments and runner, shared by `llava-patch eval` and `python -m llava_patch.eval`
+(argument parsing only: the runner's heavy imports happen when it runs), and the argument pieces other
+commands reuse (`--method` with the registry's names, the budget, `--option`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+
+class MethodNames:
+    """`--method` choices. Listing them (for --help) reads the file names in `llava_patch/methods/`,
+    which are the method names (a test keeps the two equal), so help needs no torch; checking a name
+    asks the registry itself."""
+
+    def __iter__(self) -> Iterator[str]:
+        folder = Path(__file__).resolve().parent.parent / "methods"
+        return iter(sorted(path.stem for path in folder.glob("*.py") if path.stem not in ("__init__", "base")))
+
+    def __contains__(self, name: object) -> bool:
+        from .. import methods
+
+        return name in methods()
+
+
+def benchmark_names() -> list[str]:
+    from .benchmarks import BENCHMARKS
+
+    return list(BENCHMARKS)
+
+
+def add_budget(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", default="none", choices=MethodNames(), metavar="METHOD",
+                        help="a registered method: %(choices)s (`llava-patch methods` says what each declares)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--keep", type=int, help="visual tokens kept per image (crop, frame)")
+    budget.add_argument("--reduction-ratio", type=float, help="fraction of visual tokens pruned, e.g. 0.95")
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """NAME=VALUE pairs; values are JSON when they parse (3, true, "x"), else strings."""
+    options = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator:
+            raise ValueError(f"--option {pair!r}: expected NAME=VALUE")
+        try:
+            options[name] = json.loads(value)
+        except json.JSONDecodeError:
+            options[name] = value
+    return options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint directory or hub id")
+    parser.add_argument("--backend", choices=("llava", "hf"), default="llava")
+    parser.add_argument("--benchmark", required=True, choices=benchmark_names(), metavar="BENCHMARK",
+                        help="one of: %(choices)s")
+    parser.add_argument("--data-root", required=True, help="LLaVA's playground/data/eval directory")
+    parser.add_argument("--output-dir", required=True, help="a new directory, or a stopped run of the same settings to resume")
+    add_budget(parser)
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a method or model option, e.g. --option layers=3 --option mode=paper (JSON values)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--limit", type=int, help="only the first N questions (smoke runs)")
+    parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from .eval.runner import RunConfig, run
+
+    manifest = run(RunConfig(
+        model=args.model, benchmark=args.benchmark, data_root=args.data_root, output_dir=args.output_dir,
+        backend=args.backend, method=args.method, options=parse_options(args.option), keep=args.keep,
+        reduction_ratio=args.reduction_ratio, batch_size=args.batch_size, limit=args.limit, dtype=args.dtype,
+    ))
+    if manifest:
+        print(json.dumps(manifest, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m llava_patch.eval ...`: the same as `llava-patch eval ...`."""
+    parser = argparse.ArgumentParser(prog="python -m llava_patch.eval", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"llava-patch eval: {error}", file=sys.stderr)
+        return 2
