@@ -17,7 +17,9 @@ run_eval() {  # run_eval FAMILY BENCHMARK METHOD KEEP [extra llava-patch eval ar
     local processes
     processes=$(awk -F, '{print NF}' <<< "$gpus")
     local budget=(--keep "$keep")
-    [[ "$method" == "none" ]] && budget=()
+    # a method that takes no budget (the unpruned `none`) gets no --keep: ask the registry
+    "$PYTHON" -c 'import sys, llava_patch; sys.exit(0 if llava_patch.method_info(sys.argv[1]).takes_budget else 1)' \
+        "$method" || budget=()
     local output="${RUNS:-runs}/$family/$(basename "$CKPT")/$benchmark/$method-$keep"
     CUDA_VISIBLE_DEVICES="$gpus" "$PYTHON" -m accelerate.commands.launch --num_processes "$processes" \
         -m llava_patch.eval --model "$CKPT" --backend "${BACKEND:-llava}" --benchmark "$benchmark" \

@@ -162,7 +162,7 @@ def _cost_arguments(parser: argparse.ArgumentParser) -> None:
     add_budget(parser)
     parser.add_argument("--text-tokens", type=int, default=1)
     parser.add_argument("--new-tokens", type=int, default=0)
-    parser.add_argument("--fastv-layer", type=int, default=2)
+    parser.add_argument("--llm-layer", type=int, help="an LLM-stage method's pruning layer (default: the method's own, FastV's K=2)")
 
 
 def _cost(args: argparse.Namespace) -> int:
@@ -171,7 +171,7 @@ def _cost(args: argparse.Namespace) -> int:
     if args.model not in MODELS:
         raise ValueError(f"--model {args.model!r}; known: {', '.join(MODELS)}")
     result = estimate(args.model, args.method, keep=args.keep, reduction_ratio=args.reduction_ratio,
-                      text_tokens=args.text_tokens, new_tokens=args.new_tokens, fastv_layer=args.fastv_layer)
+                      text_tokens=args.text_tokens, new_tokens=args.new_tokens, llm_layer=args.llm_layer)
     result.pop("spec")
     print(json.dumps(result, indent=2))
     return 0

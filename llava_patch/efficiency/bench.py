@@ -1,18 +1,19 @@
 """Latency and memory of pruned LLaVA models, measured — and the reference approach beside them.
 
-`llava-patch bench` builds LLaVA architectures from configs with random weights (no download): the
-real LLaVA-1.5-7B on a GPU in fp16, a scaled-down one with the real token geometry (336 px, 576
-patches) on CPU. For `none`, `fastervlm`, `vtc_cls` and `fastv` at 0/75/90/95% pruning and several
-batch sizes it measures: the vision tower with selection (and the selection's overhead over the plain
-tower call LLaVA makes), prefill, time to first token, decode tokens/s, peak memory (GPU) and KV-cache
-bytes. The **reference approach** runs as the original repositories do: the tower in eager attention
-with `output_attentions=True` in every layer, batch size 1. Every time is the median of repeated runs
-after warm-up, synchronised with CUDA events on a GPU. Results: JSON + Markdown + PNG.
+`llava-patch bench` (`run`) builds LLaVA architectures from configs with random weights (no
+download): the real LLaVA-1.5-7B on a GPU in fp16, a scaled-down one with the real token geometry
+(336 px, 576 patches) on CPU. For the unpruned model and FasterVLM, VTC-CLS and FastV at 75/90/95%
+pruning and several batch sizes it measures: the vision tower with selection (and the selection's
+overhead over the plain tower call LLaVA makes), prefill, time to first token, decode tokens/s, peak
+memory (GPU) and KV-cache bytes; and, on the full-size CLIP ViT-L/14-336 tower, what stopping at
+LLaVA's select layer saves (`tower_truncation`). The **reference approach** runs as the original
+repositories do: the tower in eager attention with `output_attentions=True` in every layer, batch
+size 1. Every time is the median of repeated runs after warm-up (`measure`), synchronised with CUDA
+events on a GPU. Results: JSON + Markdown + PNG. See docs/efficiency.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
@@ -21,12 +22,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-from .. import apply
-from .cost import estimate, spec_from_config
+from .. import apply, method_info, methods
 from ..methods.fastervlm import FasterVLM
 from ..tower import encode_and_select
+from .cost import estimate, spec_from_config
 
 CONFIGS = {
     "llava-1.5-7b": dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
@@ -36,19 +37,59 @@ CONFIGS = {
     "tiny": dict(vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4),
                  text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4)),
 }
-METHODS = ("none", "fastervlm", "vtc_cls", "fastv")
+# The pruning methods timed beside the unpruned model (the registry's methods that take no budget): the
+# ones the papers' latency tables compare. The sanity baselines (random, grid) select as cheaply as
+# FasterVLM and cost the same in the language model.
+PRUNING_METHODS = ("fastervlm", "vtc_cls", "fastv")
 RATIOS = (0.75, 0.9, 0.95)
-IMAGE_TOKEN = 32000
+THROUGHPUT_METHOD, THROUGHPUT_RATIO = "fastervlm", 0.95
+IMAGE_SIZE, PATCH_SIZE = 336, 14
+PATCHES = (IMAGE_SIZE // PATCH_SIZE) ** 2  # 576 image placeholders per prompt
+IMAGE_PLACEHOLDER_ID = 32000  # the image placeholder token id of the benchmark models' LlavaConfig (llava-hf's)
+# CLIP ViT-L/14-336, LLaVA-1.5's tower, for `tower_truncation`.
+CLIP_L_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)
+SELECT_FROM_END = 2  # LLaVA feeds hidden_states[-2]: the output of the second-to-last encoder layer
+
+
+def measured_methods() -> list[str]:
+    """The unpruned method(s) of the registry, then `PRUNING_METHODS`."""
+    unpruned = [name for name in methods() if not method_info(name).takes_budget]
+    return unpruned + [method_info(name).name for name in PRUNING_METHODS]
+
+
+def defaults(gpu: bool) -> dict:
+    """`run`'s arguments but `output`, as `llava-patch bench` defaults them on a GPU or on the CPU."""
+    return {"model": "llava-1.5-7b" if gpu else "cpu-small", "device": "cuda" if gpu else "cpu",
+            "batch_sizes": [1, 8, 32] if gpu else [1, 8], "repeats": 5 if gpu else 3, "warmup": 2 if gpu else 1,
+            "new_tokens": 8, "text_tokens": 60,  # POPE's prompts have about 60 text tokens
+            "throughput_prompts": 8910 if gpu else 16}  # 8 910 = POPE's size
+
+
+def run(model: str, device: str, batch_sizes: list[int], repeats: int, warmup: int, new_tokens: int,
+        text_tokens: int, throughput_prompts: int, output: str | Path, tower_sizes: dict | None = None) -> list[Path]:
+    """The whole benchmark (`run_benchmark`, and `tower_truncation` on the full-size tower or one of
+    `tower_sizes`) written under `output`, a new directory (FileExistsError if it exists); returns the
+    files written."""
+    output = Path(output)
+    if output.exists():
+        raise FileExistsError(f"{output} exists; nothing is overwritten")
+    if model not in CONFIGS:
+        raise ValueError(f"unknown benchmark model {model!r}; known: {', '.join(CONFIGS)}")
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    result = run_benchmark(model, device, dtype, batch_sizes, repeats, warmup, new_tokens, text_tokens, throughput_prompts)
+    result["tower_truncation"] = tower_truncation(device, dtype, repeats=repeats, warmup=warmup, sizes=tower_sizes)
+    return write_results(result, output)
 
 
 def build_model(name: str, dtype: torch.dtype, device: str) -> LlavaForConditionalGeneration:
     """A LLaVA-1.5-shaped model with random weights: CLIP-style tower at 336 px / 14 px patches."""
     sizes = CONFIGS[name]
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
-                                       **sizes["vision"]),
+        vision_config=CLIPVisionConfig(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=768,
+                                       hidden_act="quick_gelu", **sizes["vision"]),
         text_config=LlamaConfig(vocab_size=32064, max_position_embeddings=4096, **sizes["text"]),
-        image_token_id=IMAGE_TOKEN, vision_feature_layer=-2, vision_feature_select_strategy="default",
+        image_token_id=IMAGE_PLACEHOLDER_ID, vision_feature_layer=-SELECT_FROM_END,
+        vision_feature_select_strategy="default",
     )
     with torch.device(device):
         model = LlavaForConditionalGeneration(config)
@@ -78,11 +119,11 @@ def measure(function: Callable[[], object], device: str, warmup: int = 2, repeat
 
 
 def _inputs(batch: int, text_tokens: int, device: str, dtype: torch.dtype) -> dict:
-    """A POPE-length prompt per row: text tokens around 576 image placeholders, random pixels."""
+    """A POPE-length prompt per row: text tokens around the 576 image placeholders, random pixels."""
     generator = torch.Generator().manual_seed(0)
     text = torch.randint(3, 30000, (batch, text_tokens), generator=generator)
-    ids = torch.cat([text[:, :5], torch.full((batch, 576), IMAGE_TOKEN), text[:, 5:]], dim=1)
-    pixels = torch.randn(batch, 3, 336, 336, generator=generator)
+    ids = torch.cat([text[:, :5], torch.full((batch, PATCHES), IMAGE_PLACEHOLDER_ID), text[:, 5:]], dim=1)
+    pixels = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
             "pixel_values": pixels.to(device, dtype)}
 
@@ -97,7 +138,7 @@ def reference_vision(model, pixel_values: torch.Tensor) -> tuple[torch.Tensor, i
         output = tower(pixel_values, output_hidden_states=True, output_attentions=True)
     finally:
         tower.set_attn_implementation(previous)
-    return output.hidden_states[-2], sum(a.numel() * a.element_size() for a in output.attentions)
+    return output.hidden_states[-SELECT_FROM_END], sum(a.numel() * a.element_size() for a in output.attentions)
 
 
 def _peak_memory(device: str, function: Callable[[], object]) -> int | None:
@@ -110,6 +151,46 @@ def _peak_memory(device: str, function: Callable[[], object]) -> int | None:
     return torch.cuda.max_memory_allocated()
 
 
+def _tower_calls(tower, pixel_values: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """The plain transformers tower call LLaVA makes, and our encode + [CLS] row + FasterVLM top-29 over
+    the full tower and stopping at the select layer."""
+    select_layer = tower.config.num_hidden_layers - SELECT_FROM_END
+    return {
+        "plain": lambda: tower(pixel_values, output_hidden_states=True).hidden_states[-SELECT_FROM_END],
+        "full": lambda: encode_and_select(tower, pixel_values, FasterVLM(), 29, select_layer, stop_at_select_layer=False),
+        "stopped": lambda: encode_and_select(tower, pixel_values, FasterVLM(), 29, select_layer),
+    }
+
+
+def tower_truncation(device: str, dtype: torch.dtype, batch_size: int = 1, repeats: int = 7, warmup: int = 2,
+                     sizes: dict | None = None) -> dict:
+    """What stopping the vision tower at LLaVA's select layer saves, on the CLIP ViT-L/14-336
+    architecture (random weights; `sizes` overrides its widths and depth). LLaVA-1.5 feeds
+    hidden_states[-2] (the output of encoder layer 22 of 24) to the projector, so the original code
+    computes layer 23 and throws it away. Median seconds per batch of the three `_tower_calls`."""
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=768, hidden_act="quick_gelu",
+                              **(sizes or CLIP_L_336))
+    with torch.device(device):
+        tower = CLIPVisionModel(config)
+    tower = tower.to(dtype).eval()
+    pixels = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE).to(device, dtype)
+    with torch.inference_mode():
+        seconds = {name: statistics.median(measure(call, device, warmup, repeats))
+                   for name, call in _tower_calls(tower, pixels).items()}
+    return {
+        "what": f"median seconds per batch; CLIP ViT/{PATCH_SIZE}-{IMAGE_SIZE} architecture "
+                f"({config.num_hidden_layers} layers, width {config.hidden_size}), random weights, "
+                f"{tower.config._attn_implementation}",
+        "device": _device_name(device), "dtype": str(dtype), "batch_size": batch_size, "repeats": repeats,
+        "warmup": warmup, "torch": torch.__version__,
+        "seconds": {"transformers_tower_hidden_states": seconds["plain"], "select_full_tower": seconds["full"],
+                    f"select_stop_at_layer_{config.num_hidden_layers - SELECT_FROM_END}": seconds["stopped"]},
+        "saving_from_stopping": 1 - seconds["stopped"] / seconds["full"],
+        "selection_overhead_vs_transformers_tower": seconds["full"] / seconds["plain"] - 1,
+    }
+
+
 def run_benchmark(name: str, device: str, dtype: torch.dtype, batch_sizes: list[int], repeats: int, warmup: int,
                   new_tokens: int, text_tokens: int, throughput_prompts: int) -> dict:
     model = build_model(name, dtype, device)
@@ -117,28 +198,26 @@ def run_benchmark(name: str, device: str, dtype: torch.dtype, batch_sizes: list[
     rows, tower = [], model.model.vision_tower
     with torch.inference_mode():
         one = _inputs(1, text_tokens, device, dtype)
-        plain = measure(lambda: tower(one["pixel_values"], output_hidden_states=True), device, warmup, repeats)
-        ours = measure(lambda: encode_and_select(tower, one["pixel_values"], FasterVLM(), 29, spec.vision.layers - 2,
-                                                 stop_at_select_layer=False), device, warmup, repeats)
-        stopped = measure(lambda: encode_and_select(tower, one["pixel_values"], FasterVLM(), 29, spec.vision.layers - 2),
-                          device, warmup, repeats)
-        reference = measure(lambda: reference_vision(model, one["pixel_values"]), device, warmup, repeats)
+        calls = _tower_calls(tower, one["pixel_values"])
+        plain, ours, stopped = (statistics.median(measure(calls[call], device, warmup, repeats))
+                                for call in ("plain", "full", "stopped"))
+        reference = statistics.median(measure(lambda: reference_vision(model, one["pixel_values"]), device, warmup, repeats))
         _, reference_bytes = reference_vision(model, one["pixel_values"])
         vision = {
-            "transformers_tower_s": statistics.median(plain), "ours_full_tower_s": statistics.median(ours),
-            "ours_stop_at_select_layer_s": statistics.median(stopped), "reference_eager_all_maps_s": statistics.median(reference),
-            "selection_overhead_fraction": statistics.median(ours) / statistics.median(plain) - 1,
+            "transformers_tower_s": plain, "ours_full_tower_s": ours, "ours_stop_at_select_layer_s": stopped,
+            "reference_eager_all_maps_s": reference,
+            "selection_overhead_fraction": ours / plain - 1,
+            "stop_at_select_layer_saving_fraction": 1 - stopped / ours,
             "reference_attention_map_bytes": reference_bytes,
             # the [CLS] row per scored layer: (images, heads, 1+P) float32 — what our selection adds
             "ours_extra_bytes_per_image": 4 * tower.config.num_attention_heads * (spec.patches + 1),
             "reference_peak_bytes": _peak_memory(device, lambda: reference_vision(model, one["pixel_values"])),
-            "ours_peak_bytes": _peak_memory(device, lambda: encode_and_select(tower, one["pixel_values"], FasterVLM(), 29,
-                                                                              spec.vision.layers - 2)),
+            "ours_peak_bytes": _peak_memory(device, calls["stopped"]),
         }
         for batch in batch_sizes:
             inputs = _inputs(batch, text_tokens, device, dtype)
-            for method in METHODS:
-                for ratio in ([0.0] if method == "none" else RATIOS):
+            for method in measured_methods():
+                for ratio in (RATIOS if method_info(method).takes_budget else [0.0]):
                     rows.append(_measure_setting(model, spec, method, ratio, batch, inputs, device, warmup, repeats,
                                                  new_tokens, text_tokens))
         throughput = _throughput(model, spec, device, dtype, throughput_prompts, text_tokens, new_tokens, max(batch_sizes))
@@ -151,7 +230,7 @@ def run_benchmark(name: str, device: str, dtype: torch.dtype, batch_sizes: list[
 
 
 def _measure_setting(model, spec, method, ratio, batch, inputs, device, warmup, repeats, new_tokens, text_tokens) -> dict:
-    budget = {} if method == "none" else {"reduction_ratio": ratio}
+    budget = {"reduction_ratio": ratio} if method_info(method).takes_budget else {}
     with apply(model, method, **budget) as handle:
         prefill = statistics.median(measure(lambda: model(**inputs, use_cache=True), device, warmup, repeats))
         first = statistics.median(measure(lambda: model.generate(**inputs, max_new_tokens=1, min_new_tokens=1, do_sample=False),
@@ -172,7 +251,8 @@ def _measure_setting(model, spec, method, ratio, batch, inputs, device, warmup, 
 def forward_macs(spec, method: str, ratio: float, text_tokens: int, visual_tokens: int) -> int:
     """MACs of one forward over the prompt as `model(**inputs)` runs it: the (unpruned) tower, the projector,
     the LLM prefill, and the LM head over every position it returns logits for (text + kept visual)."""
-    macs = estimate(spec, method, reduction_ratio=ratio if method != "none" else None, text_tokens=text_tokens)["macs"]
+    macs = estimate(spec, method, reduction_ratio=ratio if method_info(method).takes_budget else None,
+                    text_tokens=text_tokens)["macs"]
     lm_head = (text_tokens + visual_tokens) * spec.llm.hidden * spec.vocab
     return macs["vision_tower"] + macs["projector"] + macs["llm_prefill"] + lm_head
 
@@ -181,13 +261,13 @@ def _throughput(model, spec, device, dtype, prompts, text_tokens, new_tokens, ba
     """Questions per second over `prompts` POPE-length prompts: ours (FasterVLM 95%, batched) vs the
     reference approach (eager tower with all attention maps, batch 1, then the pruned LLM)."""
     def ours():
-        with apply(model, "fastervlm", reduction_ratio=0.95):
+        with apply(model, THROUGHPUT_METHOD, reduction_ratio=THROUGHPUT_RATIO):
             for start in range(0, prompts, batch):
                 model.generate(**_inputs(min(batch, prompts - start), text_tokens, device, dtype),
                                max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
 
     def reference():
-        with apply(model, "fastervlm", reduction_ratio=0.95):
+        with apply(model, THROUGHPUT_METHOD, reduction_ratio=THROUGHPUT_RATIO):
             for _ in range(prompts):
                 single = _inputs(1, text_tokens, device, dtype)
                 reference_vision(model, single["pixel_values"])  # the reference's scoring pass
@@ -204,17 +284,31 @@ def _device_name(device: str) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def with_speedups(settings: list[dict]) -> list[dict]:
+    """The settings rows, each a new dict with its prefill speedup over the unpruned row of its batch size
+    and the cost model's predicted ratio (MACs of that forward unpruned / pruned)."""
+    baseline = {row["batch"]: row for row in settings if not method_info(row["method"]).takes_budget}
+    return [{**row, "prefill_speedup": baseline[row["batch"]]["prefill_s"] / row["prefill_s"],
+             "cost_model_ratio": baseline[row["batch"]]["model_prefill_macs"] / row["model_prefill_macs"]}
+            for row in settings]
+
+
 def write_results(result: dict, output: Path) -> list[Path]:
-    """results.json, results.md (a table per batch size) and speedup.png under `output` (a new directory)."""
-    from matplotlib.figure import Figure
-
-    from ..plotting import save_figure
-
+    """results.json, results.md (a table per batch size) and speedup.png under `output` (a new
+    directory), all from the same rows (`with_speedups`); `result` itself is left as it is."""
+    output = Path(output)
     output.mkdir(parents=True, exist_ok=False)
+    saved = {**result, "settings": with_speedups(result["settings"])}
+    (output / "results.json").write_text(json.dumps(saved, indent=2) + "\n")
+    (output / "results.md").write_text(_markdown(saved))
+    return [output / "results.json", output / "results.md", *_speedup_figure(saved, output / "speedup")]
+
+
+def _markdown(result: dict) -> str:
     vision = result["vision"]
     lines = [f"# Efficiency benchmark — {result['model']} on {result['device']} ({result['dtype']})", "",
              f"{result['timing']}; {result['repeats']} repeats after {result['warmup']} warm-up calls; "
-             f"prompts of {result['text_tokens']} text tokens + 576 image tokens; {result['new_tokens']} new tokens. "
+             f"prompts of {result['text_tokens']} text tokens + {PATCHES} image tokens; {result['new_tokens']} new tokens. "
              "prefill = one forward over the prompt (vision tower included; all-position logits); TTFT = generate() of "
              "one token; cost-model ratio = MACs of that forward unpruned / pruned.", "",
              "## Vision tower, batch 1", "",
@@ -222,64 +316,53 @@ def write_results(result: dict, output: Path) -> list[Path]:
     for key in ("transformers_tower_s", "ours_full_tower_s", "ours_stop_at_select_layer_s", "reference_eager_all_maps_s"):
         lines.append(f"| {key} | {vision[key]:.4f} |")
     lines += ["", f"Selection overhead over the plain tower call: {vision['selection_overhead_fraction']:+.2%}. "
+              f"Stopping at the select layer saves {vision['stop_at_select_layer_saving_fraction']:.1%}. "
               f"Extra memory of the selection: {vision['ours_extra_bytes_per_image']} bytes per image and scored layer "
               f"(analytical); the reference materialises {vision['reference_attention_map_bytes'] / 2**20:.1f} MiB of "
-              "attention maps per image.", "",
-              "## Language model", "",
+              "attention maps per image."]
+    truncation = result.get("tower_truncation")
+    if truncation:
+        lines += ["", "## Stopping the full-size tower at the select layer", "",
+                  f"{truncation['what']}; {truncation['device']}, {truncation['dtype']}, batch {truncation['batch_size']}, "
+                  f"{truncation['repeats']} repeats after {truncation['warmup']} warm-up calls.", "",
+                  "| call | median s |", "|---|---|"]
+        lines += [f"| {name} | {seconds:.4f} |" for name, seconds in truncation["seconds"].items()]
+        lines += ["", f"Saving from stopping: {truncation['saving_from_stopping']:.1%}; selection overhead over the "
+                      f"plain tower call: {truncation['selection_overhead_vs_transformers_tower']:+.2%}."]
+    lines += ["", "## Language model", "",
               "| method | pruned | batch | visual tokens | prefill s | TTFT s | decode tok/s | KV MiB | prefill speedup | cost-model ratio | achieved/predicted |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
-    baseline = {row["batch"]: row for row in result["settings"] if row["method"] == "none"}
     for row in result["settings"]:
-        base = baseline[row["batch"]]
-        speedup, predicted = base["prefill_s"] / row["prefill_s"], base["model_prefill_macs"] / row["model_prefill_macs"]
-        row["prefill_speedup"], row["cost_model_ratio"] = speedup, predicted
+        speedup, predicted = row["prefill_speedup"], row["cost_model_ratio"]
         lines.append(f"| {row['method']} | {row['reduction_ratio']:.0%} | {row['batch']} | {row['visual_tokens']} | "
                      f"{row['prefill_s']:.4f} | {row['ttft_s']:.4f} | {row['decode_tokens_per_s']:.1f} | "
                      f"{row['kv_cache_bytes'] / 2**20:.1f} | {speedup:.2f}× | {predicted:.2f}× | {speedup / predicted:.0%} |")
     throughput = result["throughput"]
     lines += ["", f"Throughput over {throughput['prompts']} POPE-length prompts ({throughput['new_tokens']} new tokens): "
-              f"ours (FasterVLM 95%, batch {throughput['batch']}) {throughput['ours_questions_per_s']:.2f} questions/s; "
-              f"reference approach (eager tower with all maps, batch 1) {throughput['reference_questions_per_s']:.2f} questions/s."]
-    (output / "results.md").write_text("\n".join(lines) + "\n")
-    (output / "results.json").write_text(json.dumps(result, indent=2) + "\n")  # rows now carry their speedups
+              f"ours ({THROUGHPUT_METHOD} {THROUGHPUT_RATIO:.0%}, batch {throughput['batch']}) "
+              f"{throughput['ours_questions_per_s']:.2f} questions/s; reference approach (eager tower with all maps, "
+              f"batch 1) {throughput['reference_questions_per_s']:.2f} questions/s."]
+    return "\n".join(lines) + "\n"
+
+
+def _speedup_figure(result: dict, path: Path) -> list[Path]:
+    """Prefill speedup per pruning method at the largest batch size, and the cost model's prediction for
+    a vision-stage method."""
+    from matplotlib.figure import Figure
+
+    from ..plotting import save_figure
+
+    batch = max(row["batch"] for row in result["settings"])
+    rows = [row for row in result["settings"] if row["batch"] == batch and method_info(row["method"]).takes_budget]
     figure = Figure(figsize=(5, 3.5))
     axis = figure.subplots()
-    for method in METHODS[1:]:
-        points = [(100 * r["reduction_ratio"], r["prefill_speedup"]) for r in result["settings"]
-                  if r["method"] == method and r["batch"] == max(baseline)]
-        axis.plot(*zip(*points), marker="o", label=method)
-    predicted = [(100 * r["reduction_ratio"], r["cost_model_ratio"]) for r in result["settings"]
-                 if r["method"] == "fastervlm" and r["batch"] == max(baseline)]
+    for method in dict.fromkeys(row["method"] for row in rows):
+        axis.plot(*zip(*[(100 * r["reduction_ratio"], r["prefill_speedup"]) for r in rows if r["method"] == method]),
+                  marker="o", label=method)
+    vision = next(method for method in dict.fromkeys(row["method"] for row in rows) if method_info(method).stage == "vision")
+    predicted = [(100 * r["reduction_ratio"], r["cost_model_ratio"]) for r in rows if r["method"] == vision]
     axis.plot(*zip(*predicted), linestyle="--", color="black", label="cost model (before-LLM pruning)")
-    axis.set(xlabel="visual tokens pruned (%)", ylabel="prefill speedup (×)", title=f"{result['model']}, batch {max(baseline)}")
+    axis.set(xlabel="visual tokens pruned (%)", ylabel="prefill speedup (×)", title=f"{result['model']}, batch {batch}")
     axis.legend(fontsize=7)
     figure.tight_layout()
-    return [output / "results.json", output / "results.md", *save_figure(figure, output / "speedup")]
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="llava-patch bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    gpu = torch.cuda.is_available()
-    parser.add_argument("--model", default="llava-1.5-7b" if gpu else "cpu-small", choices=list(CONFIGS))
-    parser.add_argument("--device", default="cuda" if gpu else "cpu")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32] if gpu else [1, 8])
-    parser.add_argument("--repeats", type=int, default=5 if gpu else 3)
-    parser.add_argument("--warmup", type=int, default=2 if gpu else 1)
-    parser.add_argument("--new-tokens", type=int, default=8)
-    parser.add_argument("--text-tokens", type=int, default=60, help="POPE's prompts have about 60 text tokens")
-    parser.add_argument("--throughput-prompts", type=int, default=8910 if gpu else 16, help="8 910 = POPE's size")
-    parser.add_argument("--output", required=True, help="a new directory, e.g. experiments/efficiency/cpu-small")
-    args = parser.parse_args(argv)
-    if Path(args.output).exists():
-        raise SystemExit(f"--output {args.output} exists; nothing is overwritten")
-    dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
-    result = run_benchmark(args.model, args.device, dtype, args.batch_sizes, args.repeats, args.warmup,
-                           args.new_tokens, args.text_tokens, args.throughput_prompts)
-    for path in write_results(result, Path(args.output)):
-        print(f"wrote {path}")
-    print((Path(args.output) / "results.md").read_text())
-
-
-if __name__ == "__main__":
-    main()
+    return save_figure(figure, path)

@@ -1,5 +1,5 @@
 """Cost model: multiply-accumulates (MACs), FLOPs (= 2·MACs) and KV-cache bytes per component, per
-method and model, from the models' configurations (SPEC §8).
+method and model, from the models' configurations (docs/efficiency.md §1).
 
 Per transformer layer over n query tokens attending to c keys (c = n in prefill), hidden d, MLP width m:
   attention projections 4·n·d² (q, k, v, o; grouped KV heads shrink k and v), scores and weighted sum
@@ -8,8 +8,11 @@ Per transformer layer over n query tokens attending to c keys (c = n in prefill)
   papers as "FLOPs" although it counts MACs: 576 image tokens on LLaVA-1.5-7B give 3.817 T.
 Components: vision tower (per crop/frame, every layer, as the reference code runs it, + patch
 embedding), projector (on the tokens it projects), LLM prefill, LLM decode per new token (context
-growing), LM head (last prefill position and each new token). FastV: layers < K over all tokens,
-layers ≥ K over the kept ones. KV cache: 2 (K, V) × layers × tokens × KV width × bytes per value.
+growing), LM head (last prefill position and each new token). A method is costed by what the
+registry says it is (`llava_patch.method_info`): one that takes no budget keeps everything; a
+vision-stage method keeps `keep` patches per unit before the projector; an LLM-stage method (FastV)
+projects every patch and runs layers < K over all tokens, layers ≥ K over the kept ones. KV cache:
+2 (K, V) × layers × tokens × KV width × bytes per value.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..budget import keep_for_ratio
+from ..registry import method_info
 
 
 @dataclass(frozen=True)
@@ -86,26 +90,34 @@ def spec_from_config(config, name: str = "custom", units: int = 1) -> VLMSpec:
 
 
 def estimate(model: str | VLMSpec, method: str = "none", *, keep: int | None = None,
-             reduction_ratio: float | None = None, text_tokens: int = 1, new_tokens: int = 0, fastv_layer: int = 2,
-             bytes_per_value: int = 2) -> dict:
-    """Cost of one sample. `keep` is per vision unit (crop/frame) for before-LLM methods and per sample
-    for FastV; `reduction_ratio` is per unit for both (FastV: round(N·(1−R)) of the sample's N)."""
-    spec = MODELS[model] if isinstance(model, str) else model
+             reduction_ratio: float | None = None, text_tokens: int = 1, new_tokens: int = 0,
+             llm_layer: int | None = None, bytes_per_value: int = 2) -> dict:
+    """Cost of one sample with a registered method (unknown names raise ValueError listing the known
+    ones). `keep` is per vision unit (crop/frame) for vision-stage methods and per sample for LLM-stage
+    ones; `reduction_ratio` is per unit for both (LLM stage: round(N·(1−R)) of the sample's N).
+    `llm_layer`: where an LLM-stage method prunes (default: the method's own `layer` option, FastV's K)."""
+    spec = _spec(model)
+    info = method_info(method)
+    _check_budget(info, keep, reduction_ratio)
     unpruned = spec.visual_tokens
-    if method == "none":
+    llm_stage = info.takes_budget and info.stage == "llm"
+    if not info.takes_budget:
         kept = unpruned
-    elif method == "fastv":
+    elif llm_stage:
         kept = keep if keep is not None else keep_for_ratio(reduction_ratio, unpruned)
     else:
         kept = spec.units * (keep if keep is not None else keep_for_ratio(reduction_ratio, spec.patches))
     vision_tokens = spec.patches + 1  # the [CLS] token rides along in every layer
     vision = spec.units * (spec.vision.layers * spec.vision.layer_macs(vision_tokens, vision_tokens)
                            + spec.patches * 3 * spec.patch_size**2 * spec.vision.hidden)
-    projected = unpruned if method in ("none", "fastv") else kept
+    projected = unpruned if llm_stage else kept  # an LLM-stage method projects every patch
     projector = projected * (spec.vision.hidden * spec.llm.hidden + spec.llm.hidden**2)
     llm, full, pruned = spec.llm, text_tokens + unpruned, text_tokens + kept
-    if method == "fastv":
-        lower, upper = fastv_layer, llm.layers - fastv_layer
+    if llm_stage:
+        layer = info.options.get("layer") if llm_layer is None else llm_layer
+        if layer is None:
+            raise ValueError(f"method {method!r} declares no `layer` option: pass llm_layer")
+        lower, upper = layer, llm.layers - layer
         prefill = lower * llm.layer_macs(full, full) + upper * llm.layer_macs(pruned, pruned)
         decode = sum(lower * llm.layer_macs(1, full + step) + upper * llm.layer_macs(1, pruned + step)
                      for step in range(1, new_tokens + 1))
@@ -127,3 +139,24 @@ def estimate(model: str | VLMSpec, method: str = "none", *, keep: int | None = N
                  f"{bytes_per_value} bytes per value; decode = the sum over {new_tokens} new tokens",
         "spec": asdict(spec),
     }
+
+
+def _spec(model: str | VLMSpec) -> VLMSpec:
+    if isinstance(model, VLMSpec):
+        return model
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+    return MODELS[model]
+
+
+def _check_budget(info, keep: int | None, reduction_ratio: float | None) -> None:
+    """The budget `apply` would accept for the method (the model's sizes aside)."""
+    given = (keep is not None) + (reduction_ratio is not None)
+    if not info.takes_budget:
+        if given:
+            raise ValueError(f"method {info.name!r} keeps every token; do not pass keep or reduction_ratio")
+        return
+    if given != 1:
+        raise ValueError(f"method {info.name!r} needs a budget: keep or reduction_ratio, exactly one")
+    if info.budgets is not None and (reduction_ratio is not None or keep not in info.budgets):
+        raise ValueError(f"method {info.name!r} is defined for keep = {', '.join(map(str, info.budgets))} only")

@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .eval.runner import RunConfig, run
+    from .runner import RunConfig, run
 
     manifest = run(RunConfig(
         model=args.model, benchmark=args.benchmark, data_root=args.data_root, output_dir=args.output_dir,

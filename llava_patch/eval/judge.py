@@ -1,9 +1,10 @@
 """LLM judges for the free-form benchmarks: Video-QA (Video-LLaVA / Video-ChatGPT) and MM-Vet.
 
-Video-QA (SPEC §4): the first 1 000 QA pairs of MSVD-, MSRVTT-, TGIF- and ActivityNet-QA are judged by
-gpt-3.5-turbo, which answers whether the prediction matches the ground truth ('yes'/'no') and rates the
-match 0–5; Accuracy = yes / (yes + no), Score = mean score. MM-Vet (SPEC §6): a GPT grader rates each
-prediction's correctness in [0, 1]; the benchmark score is the mean × 100.
+Video-QA (docs/protocol.md, "Video QA"): the first 1 000 QA pairs of MSVD-, MSRVTT-, TGIF- and
+ActivityNet-QA (the benchmark records' loader picks them) are judged by gpt-3.5-turbo, which answers
+whether the prediction matches the ground truth ('yes'/'no') and rates the match 0–5; Accuracy =
+yes / (yes + no), Score = mean score. MM-Vet (docs/protocol.md, "Benchmarks and scoring"): a GPT
+grader rates each prediction's correctness in [0, 1]; the benchmark score is the mean × 100.
 
 The prompts here are this project's own wording of those instructions, so absolute numbers can drift
 from the published ones (the graders are also model snapshots that OpenAI retires). Every verdict is
@@ -17,7 +18,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import http.client
-import itertools
 import json
 import os
 import re
@@ -170,14 +170,6 @@ VIDEO_QA_USER = (
     "integer (a number, not a string) from 0 to 5 rating the agreement, 5 meaning a perfect match. "
     "No explanation. Format example: {{'pred': 'no', 'score': 1}}"
 )
-
-
-def first_pairs(records: Iterable[Mapping[str, Any]], n: int = 1000) -> list[Mapping[str, Any]]:
-    """The first `n` QA pairs in input-file order: the Video-LLaVA / FasterVLM protocol judges only the
-    first 1 000 pairs of each Video-QA test file (MSVD, MSRVTT, TGIF, ActivityNet), not a random sample."""
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    return list(itertools.islice(records, n))
 
 
 def video_qa_messages(question: str, answer: str, pred: str) -> list[dict[str, str]]:

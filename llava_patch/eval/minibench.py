@@ -14,6 +14,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from .benchmarks import get_benchmark
+
 SHAPES = ("circle", "square", "triangle")
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
 POPE_SPLITS = ("adversarial", "popular", "random")
@@ -41,14 +43,14 @@ def _draw(rng: random.Random, size: int) -> tuple[Image.Image, dict[str, str]]:
 def build_minibench(data_root: str | Path, images: int = 12, seed: int = 0, size: int = 96) -> Path:
     """Write pope/ and gqa/ under `data_root` (which must not hold them yet); returns data_root."""
     root = Path(data_root)
-    for name in ("pope", "gqa"):
-        if (root / name).exists():
-            raise FileExistsError(f"{root / name}: exists; nothing is overwritten")
+    pope, gqa = get_benchmark("pope"), get_benchmark("gqa")
+    for benchmark in (pope, gqa):
+        if (root / benchmark.directory).exists():
+            raise FileExistsError(f"{root / benchmark.directory}: exists; nothing is overwritten")
     rng = random.Random(seed)
-    pope_images, gqa_images = root / "pope" / "val2014", root / "gqa" / "data" / "images"
+    pope_images, gqa_images = pope.image_path(root, ""), gqa.image_path(root, "")
     pope_images.mkdir(parents=True)
     gqa_images.mkdir(parents=True)
-    (root / "pope" / "coco").mkdir()
     pope_questions, pope_labels = [], {split: [] for split in POPE_SPLITS}
     gqa_questions, gqa_truth = [], {}
     for index in range(images):
@@ -71,13 +73,14 @@ def build_minibench(data_root: str | Path, images: int = 12, seed: int = 0, size
             gqa_truth[question_id] = {"imageId": name[:-4], "question": question, "answer": color,
                                       "fullAnswer": f"The {shape} is {color}.", "isBalanced": True,
                                       "types": {"structural": "query", "semantic": "attr", "detailed": "color"}}
-    _write_jsonl(root / "pope" / "llava_pope_test.jsonl", pope_questions)
+    _write_jsonl(pope.question_path(root), pope_questions)
     for split, rows in pope_labels.items():
-        _write_jsonl(root / "pope" / "coco" / f"coco_pope_{split}.json", rows)
-    _write_jsonl(root / "gqa" / "llava_gqa_testdev_balanced.jsonl", gqa_questions)
-    (root / "gqa" / "data" / "testdev_balanced_questions.json").write_text(json.dumps(gqa_truth, indent=1))
+        _write_jsonl(pope.file(root, "labels", split=split), rows)
+    _write_jsonl(gqa.question_path(root), gqa_questions)
+    gqa.file(root, "questions").write_text(json.dumps(gqa_truth, indent=1))
     return root
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))

@@ -6,32 +6,32 @@ question-file order. Resuming: each process appends whole batches to its shard f
 flushed and fsynced); on restart a partly written batch is discarded and rerun, finished batches are
 skipped. Batches are fixed blocks of the shard, so a resumed run computes exactly the batches an
 uninterrupted run computes. Every answer records the visual tokens its sample carried into the LLM;
-a count that differs from the budget stops the run (SPEC §9: a script that silently ran unpruned).
+a count that differs from the budget stops the run (docs/decisions.md §1: a script that silently ran
+unpruned). What the manifest records about the model, data, software and device comes from
+`provenance`; how each benchmark is asked and scored, from its record in `benchmarks`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
 import statistics
-import subprocess
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .. import apply
+from .. import apply, method_info
 from ..models.loading import load_model
 from ..models.media import read_image, read_video
+from . import provenance
+from .benchmarks import MMVET_GRADER, VIDEO_QA_JUDGE, Benchmark, Question, get_benchmark
+from .files import read_json, read_jsonl
 from .judge import API_KEY_ENV, BASE_URL_ENV, OpenAIChatClient, grade_mmvet, judge_video_qa
-from .benchmarks import Benchmark, Question, get_benchmark, read_jsonl
 
 ANSWERS, MANIFEST, METRICS, CONFIG = "answers.jsonl", "manifest.json", "metrics.json", "run_config.json"
 VIDEO_FRAMES = 8  # Video-LLaVA samples 8 frames per video
@@ -84,7 +84,7 @@ def _claim_output(output: Path, config: RunConfig) -> None:
         raise FileExistsError(f"{output / ANSWERS}: this run is complete; choose a new --output-dir")
     saved = output / CONFIG
     if saved.exists():
-        previous = json.loads(saved.read_text())
+        previous = read_json(saved)
         if previous != asdict(config) | {"output_dir": previous["output_dir"]}:
             raise ValueError(f"{saved}: {output} holds a run with other settings; choose a new --output-dir")
     elif output.exists() and any(output.iterdir()):
@@ -142,7 +142,8 @@ def _run_shard(config: RunConfig, benchmark: Benchmark, shard: list[Question], p
         return stats
     dtype = getattr(torch, config.dtype) if config.dtype else None
     vlm = load_model(config.model, backend=config.backend, dtype=dtype, device=device)
-    budget = {} if config.method == "none" else {"keep": config.keep, "reduction_ratio": config.reduction_ratio}
+    takes_budget = method_info(config.method).takes_budget
+    budget = {"keep": config.keep, "reduction_ratio": config.reduction_ratio} if takes_budget else {}
     handle = apply(vlm.model, config.method, **budget, **config.options)
     expected = handle.expected_visual_tokens(frames=VIDEO_FRAMES if benchmark.video else None)
     model_id = Path(config.model).name
@@ -160,7 +161,7 @@ def _run_shard(config: RunConfig, benchmark: Benchmark, shard: list[Question], p
                 raise RuntimeError(
                     f"questions {[q.question_id for q in batch]}: {visual} visual tokens reached the LLM, but "
                     f"{config.method} with the requested budget gives {expected} per image; refusing to report it")
-            margins = getattr(vlm, "last_min_margins", [None] * len(batch))  # greedy protocols only
+            margins = vlm.last_min_margins  # None entries where the protocol samples
             rows = [_answer_row(question, answer, model_id, tokens, index, len(batch), margin)
                     for question, answer, tokens, margin in zip(batch, answers, visual, margins)]
             file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
@@ -193,7 +194,7 @@ def _answer_row(question: Question, answer: str, model_id: str, visual_tokens: i
 def _merge(output: Path, questions: list[Question], shards: int) -> list[dict]:
     """All shards' answers in question-file order, written atomically as answers.jsonl."""
     rows = [row for index in range(shards)
-            for row in read_jsonl(output / "shards" / f"{index:03d}-of-{shards:03d}.jsonl")]
+            for _, row in read_jsonl(output / "shards" / f"{index:03d}-of-{shards:03d}.jsonl")]
     position = {question.question_id: number for number, question in enumerate(questions)}
     rows.sort(key=lambda row: position[row["question_id"]])
     if len(rows) != len(questions):
@@ -206,10 +207,11 @@ def _merge(output: Path, questions: list[Question], shards: int) -> list[dict]:
 
 def _manifest(config: RunConfig, benchmark: Benchmark, answers: list[dict], stats: dict, seconds: float, state) -> dict:
     visual = [row["metadata"]["visual_tokens"] for row in answers if row["metadata"]["visual_tokens"]]
-    question_file = Path(config.data_root) / benchmark.directory / benchmark.question_file
+    question_file = benchmark.question_path(config.data_root)
     return {
         "model": config.model,
-        "weights_fingerprint": _fingerprint(Path(config.model)),
+        "paper_model": provenance.paper_model(config.model),
+        "weights_fingerprint": provenance.weights_fingerprint(config.model),
         "backend": config.backend,
         "method": config.method,
         "options": config.options,
@@ -217,18 +219,19 @@ def _manifest(config: RunConfig, benchmark: Benchmark, answers: list[dict], stat
         "measured_visual_tokens": {"min": min(visual), "mean": statistics.fmean(visual), "max": max(visual)} if visual else None,
         "benchmark": config.benchmark,
         "questions": len(answers),
-        "data_files": {str(question_file): _sha256(question_file)},
-        "versions": _versions(),
-        "git_commit": _git_commit(),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()})",
+        "data_files": {str(question_file): provenance.sha256(question_file)},
+        "versions": provenance.versions(),
+        "git_commit": provenance.git_commit(),
+        "device": provenance.device_name(),
         "processes": state.num_processes,
         "batch_size": config.batch_size,
         "greedy_near_ties": _near_ties(answers),
         "wall_seconds": round(seconds, 3),
         "generated_tokens_this_session": stats["new_tokens"],
         "tokens_per_second": round(stats["new_tokens"] / stats["generate_seconds"], 3) if stats["generate_seconds"] else None,
-        "how": "greedy generate per batch, wall time of this process's session (resumed work is not re-timed); "
-               "tokens/s = generated tokens of process 0 / its generate() seconds",
+        "how": f"{'greedy' if benchmark.greedy else 'sampled (seeded per batch)'} generate per batch, wall time "
+               "of this process's session (resumed work is not re-timed); tokens/s = generated tokens of process 0 / "
+               "its generate() seconds",
     }
 
 
@@ -243,7 +246,7 @@ def _near_ties(answers: list[dict]) -> dict:
 
 def _score(config: RunConfig, output: Path) -> None:
     """metrics.json for benchmarks scored here; video QA only when a judge is configured (OPENAI_API_KEY)."""
-    if get_benchmark(config.benchmark).video and not os.environ.get(API_KEY_ENV):
+    if get_benchmark(config.benchmark).judge == VIDEO_QA_JUDGE and not os.environ.get(API_KEY_ENV):
         print(f"{output}: answers written; set {API_KEY_ENV} (and {BASE_URL_ENV}) and run `llava-patch score "
               f"{config.benchmark} --answers {output / ANSWERS} --data-root ...` for the judge's metrics")
         return
@@ -252,68 +255,25 @@ def _score(config: RunConfig, output: Path) -> None:
         (output / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
 
 
-def score_answers(benchmark: str, answers: Path, data_root: Path, cache: Path | None = None) -> dict | None:
-    """Metrics of an answers file: the local scorers, or an LLM judge — video QA, and MM-Vet's GPT grader
-    when OPENAI_API_KEY is set — cached per question in `cache` (default beside the answers). None for
-    benchmarks scored by a server (write their submission files)."""
+def score_answers(benchmark: str, answers: str | Path, data_root: str | Path, cache: str | Path | None = None) -> dict | None:
+    """Metrics of an answers file, as the benchmark's record says: its local scorer, or an LLM judge —
+    video QA, and MM-Vet's GPT grader when OPENAI_API_KEY is set — cached per question in `cache`
+    (default beside the answers). None for benchmarks scored by a server (write their submission files)."""
     from . import scoring
 
-    rows = read_jsonl(Path(answers))
-    cache = cache or Path(answers).with_name("judge_cache.jsonl")
-    if get_benchmark(benchmark).video:
+    record, answers = get_benchmark(benchmark), Path(answers)
+    cache = Path(cache) if cache else answers.with_name("judge_cache.jsonl")
+    if record.judge == VIDEO_QA_JUDGE:
         records = [{"question_id": row["question_id"], "question": row["prompt"], "answer": row["answer"],
-                    "pred": row["text"]} for row in rows]
+                    "pred": row["text"]} for _, row in read_jsonl(answers)]
         return judge_video_qa(records, OpenAIChatClient(), cache)
-    if benchmark == "mmvet" and os.environ.get(API_KEY_ENV):
-        truth_file = Path(data_root) / "mm-vet" / "mm-vet.json"
+    if record.judge == MMVET_GRADER and os.environ.get(API_KEY_ENV):
+        truth_file = record.file(data_root, "grader_truth")
         if not truth_file.is_file():
             raise FileNotFoundError(f"{truth_file}: missing (MM-Vet's questions and answers, from mm-vet.zip)")
-        truth = json.loads(truth_file.read_text(encoding="utf-8"))
+        truth = read_json(truth_file)
         records = [{"question_id": row["question_id"], "question": row["prompt"],
-                    "answer": truth[f"v1_{row['question_id']}"]["answer"], "pred": row["text"]} for row in rows]
+                    "answer": truth[f"v1_{row['question_id']}"]["answer"], "pred": row["text"]}
+                   for _, row in read_jsonl(answers)]
         return grade_mmvet(records, OpenAIChatClient(), cache)
-    name = {"sqa": "sqa_img"}.get(benchmark, benchmark)
-    return scoring.score(name, Path(answers), Path(data_root)) if name in scoring.benchmarks() else None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fingerprint(directory: Path) -> str | None:
-    """sha256 over config.json and, per weight file, its name, size and first and last MiB: cheap for
-    14 GB checkpoints, and changes with any re-download or conversion."""
-    if not directory.is_dir():
-        return None
-    digest = hashlib.sha256()
-    for path in sorted(directory.iterdir()):
-        if path.name == "config.json" or path.suffix in (".safetensors", ".bin"):
-            size = path.stat().st_size
-            digest.update(f"{path.name}:{size}".encode())
-            with open(path, "rb") as file:
-                digest.update(file.read(1 << 20))
-                file.seek(max(0, size - (1 << 20)))
-                digest.update(file.read())
-    return digest.hexdigest()
-
-
-def _versions() -> dict:
-    versions = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "accelerate", "llava-patch", "llava-torch"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    return scoring.score(record.scorer, answers, Path(data_root)) if record.scorer else None

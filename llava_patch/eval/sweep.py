@@ -1,36 +1,70 @@
 """A sweep: every method × reduction ratio × benchmark through the runner, then one results table
-(CSV + Markdown) and a retention figure (headline metric vs % of visual tokens pruned, the unpruned
-model as a horizontal line). Finished runs are skipped, so a stopped sweep resumes where it stopped.
-
-    python -m llava_patch.eval.sweep                   # `make reproduce`: mini benchmark + tiny model
-    CKPT=... DATA=playground/data/eval python -m llava_patch.eval.sweep --benchmarks pope gqa   # real sweep
+(CSV + Markdown) and a retention figure (each benchmark's headline metric vs % of visual tokens
+pruned, the unpruned model as a horizontal line). Finished runs are skipped, so a stopped sweep
+resumes where it stopped. `llava-patch reproduce` (`make reproduce`) calls `reproduce`: without a
+checkpoint or data root, a tiny random model on the bundled mini benchmark.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
-import os
 from pathlib import Path
 
+from .. import method_info, methods as registered_methods
+from .benchmarks import get_benchmark
+from .files import read_json
 from .runner import ANSWERS, MANIFEST, METRICS, RunConfig, run
 
-METHODS = ("none", "fastervlm", "vtc_cls", "fastv", "random", "grid")
 RATIOS = (0.75, 0.9, 0.95)
-HEADLINE = {"pope": "f1_mean", "gqa": "accuracy"}  # the number a paper table prints for each benchmark
+BENCHMARKS = ("pope", "gqa")  # what the embedded default has questions for
 
 
-def sweep(model: str, data_root: Path, output_root: Path, benchmarks: list[str], methods=METHODS, ratios=RATIOS,
+def default_methods() -> list[str]:
+    """The unpruned method(s), then every registered method that takes a reduction ratio."""
+    infos = [method_info(name) for name in registered_methods()]
+    return [info.name for info in sorted(infos, key=lambda info: (info.takes_budget, info.name))
+            if not info.takes_budget or info.takes_reduction_ratio]
+
+
+def reproduce(model: str | None = None, data_root: str | Path | None = None,
+              output_root: str | Path = "runs/reproduce", benchmarks: list[str] | tuple[str, ...] = BENCHMARKS,
+              methods: list[str] | None = None, ratios: list[float] | tuple[float, ...] = RATIOS,
+              backend: str = "llava", batch_size: int = 8, limit: int | None = None) -> list[dict]:
+    """The sweep of `methods` (default: `default_methods()`) × `ratios` × `benchmarks` with its table
+    and figure under `output_root`. Without `model` or `data_root`: a tiny random model and the mini
+    benchmark, under `output_root`/mini, in float32 (the numbers exercise the pipeline only)."""
+    output_root, dtype = Path(output_root), None
+    if model is None or data_root is None:
+        output_root = output_root / "mini"
+        model, data_root = _embedded_default(output_root)
+        dtype = "float32"
+        print(f"CKPT/DATA not set: tiny random model and the mini benchmark under {output_root} "
+              "(the numbers exercise the pipeline; they mean nothing about the papers)")
+    output_root.mkdir(parents=True, exist_ok=True)
+    rows = sweep(str(model), Path(data_root), output_root, list(benchmarks), methods or default_methods(), ratios,
+                 backend, batch_size, dtype, limit)
+    print((output_root / "results.md").read_text())
+    print(f"wrote {output_root / 'results.csv'}, {output_root / 'results.md'}, {output_root / 'retention.png'} (.pdf)")
+    return rows
+
+
+def sweep(model: str, data_root: Path, output_root: Path, benchmarks: list[str], methods=None, ratios=RATIOS,
           backend: str = "llava", batch_size: int = 8, dtype: str | None = None, limit: int | None = None) -> list[dict]:
+    methods = default_methods() if methods is None else methods
+    for method in methods:
+        info = method_info(method)
+        if info.takes_budget and not info.takes_reduction_ratio:
+            raise ValueError(f"method {method!r} takes keep = {', '.join(map(str, info.budgets))} only; "
+                             "the sweep runs reduction ratios")
     rows = []
     for benchmark in benchmarks:
         for method in methods:
-            for ratio in ([0.0] if method == "none" else ratios):
+            takes_budget = method_info(method).takes_budget
+            for ratio in (ratios if takes_budget else [0.0]):
                 output = output_root / benchmark / f"{method}-{ratio:g}"
                 if not (output / ANSWERS).exists():
                     run(RunConfig(model=model, benchmark=benchmark, data_root=str(data_root), output_dir=str(output),
-                                  backend=backend, method=method, reduction_ratio=None if method == "none" else ratio,
+                                  backend=backend, method=method, reduction_ratio=ratio if takes_budget else None,
                                   batch_size=batch_size, dtype=dtype, limit=limit))
                 rows.append(_row(benchmark, method, ratio, output))
     _write_tables(rows, output_root)
@@ -39,10 +73,10 @@ def sweep(model: str, data_root: Path, output_root: Path, benchmarks: list[str],
 
 
 def _row(benchmark: str, method: str, ratio: float, output: Path) -> dict:
-    metrics = json.loads((output / METRICS).read_text()) if (output / METRICS).exists() else {}
-    manifest = json.loads((output / MANIFEST).read_text())
+    metrics = read_json(output / METRICS) if (output / METRICS).exists() else {}
+    manifest = read_json(output / MANIFEST)
     tokens = manifest["measured_visual_tokens"] or {}
-    metric = HEADLINE.get(benchmark)
+    metric = get_benchmark(benchmark).headline
     return {"benchmark": benchmark, "method": method, "reduction_ratio": ratio, "metric": metric,
             "value": metrics.get(metric), "visual_tokens_mean": tokens.get("mean"), "run": str(output)}
 
@@ -72,41 +106,15 @@ def _plot(rows: list[dict], path: Path) -> None:
         subset = [row for row in rows if row["benchmark"] == benchmark and row["value"] is not None]
         for method in dict.fromkeys(row["method"] for row in subset):
             points = sorted((100 * row["reduction_ratio"], row["value"]) for row in subset if row["method"] == method)
-            if method == "none":
+            if not method_info(method).takes_budget:
                 axis.axhline(points[0][1], color="black", linestyle="--", label="unpruned")
             else:
                 axis.plot(*zip(*points), marker="o", label=method)
-        axis.set(title=benchmark, xlabel="visual tokens pruned (%)", ylabel=HEADLINE.get(benchmark, "metric"))
+        record = get_benchmark(benchmark)
+        axis.set(title=record.display, xlabel="visual tokens pruned (%)", ylabel=record.headline)
         axis.legend(fontsize=7)
     figure.tight_layout()
     save_figure(figure, path)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=os.environ.get("CKPT"), help="checkpoint (default $CKPT; none: a tiny random model)")
-    parser.add_argument("--data-root", default=os.environ.get("DATA"), help="LLaVA's playground/data/eval (default $DATA; none: the mini benchmark)")
-    parser.add_argument("--backend", default=os.environ.get("BACKEND", "llava"), choices=("llava", "hf"))
-    parser.add_argument("--output-root", default="runs/reproduce")
-    parser.add_argument("--benchmarks", nargs="+", default=["pope", "gqa"])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--ratios", nargs="+", type=float, default=list(RATIOS))
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--limit", type=int)
-    args = parser.parse_args(argv)
-    output_root = Path(args.output_root)
-    model, data_root, dtype = args.model, args.data_root, None
-    if model is None or data_root is None:
-        output_root = output_root / "mini"
-        model, data_root = _embedded_default(output_root)
-        dtype = "float32"
-        print(f"CKPT/DATA not set: tiny random model and the mini benchmark under {output_root} "
-              "(the numbers exercise the pipeline; they mean nothing about the papers)")
-    output_root.mkdir(parents=True, exist_ok=True)
-    sweep(model, Path(data_root), output_root, args.benchmarks, args.methods, args.ratios, args.backend,
-          args.batch_size, dtype, args.limit)
-    print((output_root / "results.md").read_text())
-    print(f"wrote {output_root / 'results.csv'}, {output_root / 'results.md'}, {output_root / 'retention.png'} (.pdf)")
 
 
 def _embedded_default(root: Path) -> tuple[str, str]:
@@ -119,7 +127,3 @@ def _embedded_default(root: Path) -> tuple[str, str]:
     if not data.exists():
         build_minibench(data, images=12)
     return str(model), str(data)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,5 +1,6 @@
-"""The FasterVLM paper's attention analyses (SPEC §10): attention shift, attention dispersion, and
-attention maps, with the figures that show them.
+"""The FasterVLM paper's attention analyses (arXiv 2412.01818, its analysis section; how this project
+reads attention is in docs/methods.md and docs/decisions.md §4): attention shift, attention
+dispersion, and attention maps, with the figures that show them.
 
 - **Attention shift**: per LLM layer, how much attention each visual token receives from image
   queries, text queries, the last token and all queries, against the vision tower's [CLS] attention.
@@ -8,8 +9,8 @@ attention maps, with the figures that show them.
 - **Attention dispersion**: how concentrated a score vector is — the fraction of attention held by
   the top fraction of tokens ([CLS] attention vs the last token's attention in LLM layer index 1,
   FastV's scoring layer).
-- **Attention maps**: the [CLS] heat map over the image, the tokens each method keeps, and FastV's
-  last-token attention for contrast.
+- **Attention maps**: the [CLS] heat map over the image, the tokens each [CLS]-attention method of
+  the registry keeps (FasterVLM, VTC-CLS), and FastV's last-token attention for contrast.
 
 The statistics (`attention_shift`, `attention_dispersion`, `tokens_for_attention_share`) are pure
 functions on tensors. `collect` runs an unpatched transformers `LlavaForConditionalGeneration` once
@@ -36,6 +37,7 @@ from torch import nn
 from transformers import LlavaForConditionalGeneration
 
 from ..cls_attention import record_cls_attention
+from ..registry import create_method, method_info, methods
 from ..models.media import read_image
 from ..patch import apply, get_handle
 from ..models.prompting import IMAGE_TOKEN, expand_to_square, preprocess_images, tokenize_with_images, vicuna_v1_prompt
@@ -44,10 +46,23 @@ from ..tower import clip_encoder, llava_vision_geometry
 QUERY_GROUPS = ("image", "text", "last", "all")
 QUERY_LABELS = {"image": "image → visual", "text": "text → visual", "last": "last token → visual", "all": "all → visual"}
 FASTV_SCORING_LAYER = 1  # FastV (K=2) ranks image tokens by the last token's attention in layer K−1
+SELECTION_RATIOS = (0.75, 0.90, 0.95)
+METHOD_LABELS = {"fastervlm": "FasterVLM", "vtc_cls": "VTC-CLS"}  # how the papers write them (else the name)
+_LLAVA_SELECT_LAYER = 22  # LLaVA-1.5's select layer on its 24-layer tower
+
+
+def cls_attention_methods() -> list[str]:
+    """The registered methods the attention maps show: vision-stage methods that take a reduction ratio
+    and rank patches by the [CLS] attention (they ask for at least one layer's [CLS] row)."""
+    return [name for name in methods()
+            if (info := method_info(name)).stage == "vision" and info.takes_reduction_ratio
+            and create_method(name, {}).cls_layers(_LLAVA_SELECT_LAYER)]
+
+
 DEFAULT_SELECTIONS: dict[str, tuple[str, float]] = {
-    f"{label} {ratio:.0%}": (method, ratio)
-    for method, label in (("fastervlm", "FasterVLM"), ("vtc_cls", "VTC-CLS"))
-    for ratio in (0.75, 0.90, 0.95)
+    f"{METHOD_LABELS.get(method, method)} {ratio:.0%}": (method, ratio)
+    for method in cls_attention_methods()
+    for ratio in SELECTION_RATIOS
 }
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from ..plotting import save_figure
-from .published import load_published
-from .tables import BENCHMARK_NAMES, build_tables, reproduced_results
+from .published import NO_IMAGE, UNPRUNED, load_published
+from .tables import build_tables, column_title, reproduced_results
 
 PRUNED_METHODS_ORDER = ("fastv", "fitprune", "sparsevlm", "prumerge_plus", "fastervlm", "vtc_cls")
 
@@ -30,9 +30,9 @@ def _series(table: dict, benchmark: str, metric: str) -> tuple[dict[str, list[tu
         if (column, cell_metric) != (benchmark, metric):
             continue
         method, _, ratio = key
-        if method == "none":
+        if method == UNPRUNED:
             unpruned, unpruned_reproduced = cell.published, cell.reproduced
-        elif method != "no_image":
+        elif method != NO_IMAGE:
             series.setdefault(method, []).append((100 * ratio, cell.published, cell.reproduced))
     ordered = {m: sorted(series[m]) for m in sorted(series, key=lambda m: (m not in PRUNED_METHODS_ORDER,
                PRUNED_METHODS_ORDER.index(m) if m in PRUNED_METHODS_ORDER else 0, m))}
@@ -80,7 +80,7 @@ def benchmark_figure(table: dict, paper: str, model: str):
     figure = Figure(figsize=(3.4 * width, 2.8 * rows))
     axes = figure.subplots(rows, width, squeeze=False)
     for axis, column in zip(axes.flat, columns):
-        _panel(axis, table, column, False, f"{BENCHMARK_NAMES.get(column[0], column[0])} ({column[1]})")
+        _panel(axis, table, column, False, f"{column_title(paper, column[0])} ({column[1]})")
     for axis in list(axes.flat)[len(columns):]:
         axis.axis("off")
     axes.flat[0].legend(fontsize=6)

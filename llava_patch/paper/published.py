@@ -4,6 +4,11 @@
 (arXiv 2412.05819) result tables; `published_efficiency.csv` the efficiency / latency tables. Each row
 keeps the printed string (`printed`) beside its float `value` and names its source (repository, commit,
 file). See `paper_tables/README.md`.
+
+The CSV keeps each paper's own column names. Every one but "average" is a benchmark record of
+`llava_patch.eval.benchmarks` (`benchmark_record`): FasterVLM's "sqa_img" and VTC-CLS's "sqa" are both
+the record "sqa" (LLaVA's ScienceQA test run, headline the image-question accuracy; VTC-CLS prints it
+as "SciQA" and does not say which subset it reports), every other name is its record's name.
 """
 
 from __future__ import annotations
@@ -15,12 +20,24 @@ DATA = Path(__file__).resolve().parent / "data"  # package data: an installed pa
 PUBLISHED_CSV = DATA / "published.csv"
 EFFICIENCY_CSV = DATA / "published_efficiency.csv"
 
-# The benchmarks each paper's average runs over (in the papers' column order).
+# The CSV's method names of the rows that prune nothing: the unpruned model, and FasterVLM's 100 %
+# (no image at all) rows.
+UNPRUNED, NO_IMAGE = "none", "no_image"
+AVERAGE = "average"  # the CSV's benchmark name of each paper's average column
+CSV_RECORDS = {"sqa_img": "sqa"}  # CSV benchmark name → benchmark record, where they differ
+
+# The benchmarks each paper's average runs over, by their CSV names (in the papers' column order).
 FASTERVLM_BENCHMARKS = ("vqav2", "gqa", "vizwiz", "sqa_img", "textvqa", "pope", "mme", "mmbench", "mmbench_cn", "mmvet")
 FASTERVLM_VIDEO_BENCHMARKS = ("tgif", "msvd", "msrvtt", "activitynet")
 VTC_CLS_BENCHMARKS = ("sqa", "gqa", "textvqa", "pope", "mmbench", "mmbench_cn", "mmvet", "seed")
 VIDEO_MODELS = ("video-llava-7b",)
 RATIO_TOLERANCE = 1e-3  # VTC-CLS ratios are derived from token counts (rounded to 4 decimals)
+
+
+def benchmark_record(csv_benchmark: str) -> str | None:
+    """The benchmark record (`llava_patch.eval.benchmarks.get_benchmark`) a CSV benchmark column is;
+    None for the average column."""
+    return None if csv_benchmark == AVERAGE else CSV_RECORDS.get(csv_benchmark, csv_benchmark)
 
 
 def _parse(row: dict[str, str]) -> dict:
@@ -79,8 +96,8 @@ def recompute_average(rows: list[dict], paper: str, model: str, method: str, red
     """The paper's average for one (model, method, reduction ratio) row, from its benchmark values.
 
     - FasterVLM: mean over its 10 benchmarks of value / unpruned value × 100 (MME as its perception
-      total); the unpruned row is method "none" at ratio 0. For Video-LLaVA the mean runs over its 4
-      benchmarks for one `metric` ("accuracy", the default, or "score").
+      total); the unpruned row is method `UNPRUNED` ("none") at ratio 0. For Video-LLaVA the mean runs
+      over its 4 benchmarks for one `metric` ("accuracy", the default, or "score").
     - VTC-CLS: plain mean of its 8 columns.
 
     Raises KeyError when a benchmark value (or the unpruned one) is missing.
@@ -95,7 +112,7 @@ def recompute_average(rows: list[dict], paper: str, model: str, method: str, red
     else:
         benchmarks = FASTERVLM_BENCHMARKS
     values = _values(rows, paper, model, method, reduction_ratio, metric)
-    unpruned = _values(rows, paper, model, "none", 0.0, metric)
+    unpruned = _values(rows, paper, model, UNPRUNED, 0.0, metric)
     return 100.0 * sum(values[b] / unpruned[b] for b in benchmarks) / len(benchmarks)
 
 

@@ -1,30 +1,29 @@
-"""Paper tables from data: published numbers (`paper_tables/published.csv`) beside reproduced ones.
+"""Paper tables from data: published numbers (`llava_patch/paper/data/published.csv`) beside reproduced ones.
 
 `llava-patch tables` renders one table per (paper, model) in the paper's layout — its methods and
 budgets as rows, its benchmarks and average as columns — as Markdown and LaTeX. A cell shows the
 published value; where a run reproduced it, "published / reproduced (Δ)", flagged with ⚠ when the
 difference exceeds the tolerance (relative to the published value); "·" marks a cell not yet
 reproduced. Reproduced values come from evaluation runs (`metrics.json` + `manifest.json`): a run is
-matched to a cell by model, method, benchmark and the visual tokens it measured (the published
-"# Token"; PruMerge+'s nominal budget, whose counts vary per image).
+matched to a cell by the published model its manifest names (`paper_model`), method, benchmark record
+and the visual tokens it measured (the published "# Token"; for a method whose counts vary per image,
+such as PruMerge+, its nominal budget). The value is the record's headline metric; column titles are
+the records' display names.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .published import load_published, recompute_average
+from .. import method_info
+from ..eval.benchmarks import VIDEO_QA_JUDGE, Benchmark, get_benchmark
+from ..eval.files import read_json
+from .published import UNPRUNED, benchmark_record, load_published, recompute_average
 
 FLAG, MISSING = "⚠", "·"
-BENCHMARK_NAMES = {  # column titles as the papers print them
-    "vqav2": "VQAv2", "gqa": "GQA", "vizwiz": "VizWiz", "sqa_img": "SQA-IMG", "sqa": "SciQA", "textvqa": "TextVQA",
-    "pope": "POPE", "mme": "MME", "mmbench": "MMB", "mmbench_cn": "MMB-CN", "mmvet": "MM-Vet", "seed": "SEED",
-    "average": "Average", "tgif": "TGIF", "msvd": "MSVD", "msrvtt": "MSRVTT", "activitynet": "ActivityNet",
-}
-RUN_BENCHMARK = {"fastervlm": {"sqa": "sqa_img"}}  # a run's benchmark name → the paper's column
+AVERAGE_TITLE = "Average"
+PRINTED_TITLES = {("vtc_cls", "sqa"): "SciQA"}  # (paper, record) → the title where a paper prints its own
 
 
 @dataclass(frozen=True)
@@ -39,41 +38,40 @@ class Cell:
         return self.reproduced - self.published
 
 
-def canonical_model(path: str) -> str | None:
-    """The published model name a checkpoint path or hub id stands for (None if unknown)."""
-    name = Path(path).name.lower()
-    if "video" in name:
-        return "video-llava-7b"
-    if "v1.6" in name or "next" in name:
-        return "llava-next-7b"
-    if "13b" in name:
-        return "llava-1.5-13b"
-    if re.search(r"v?1\.5", name) and "7b" in name:
-        return "llava-1.5-7b"
-    return None
+def column_title(paper: str, benchmark: str) -> str:
+    """The title `paper` prints over its published column `benchmark` (a CSV benchmark name)."""
+    record = benchmark_record(benchmark)
+    if record is None:
+        return AVERAGE_TITLE
+    return PRINTED_TITLES.get((paper, record), get_benchmark(record).display)
 
 
 def reproduced_results(runs_root: str | Path) -> list[dict]:
-    """One record per finished evaluation run under `runs_root` that has metrics."""
+    """One record per finished evaluation run under `runs_root` that has metrics: its published model
+    (None where the checkpoint is none of the papers'), method, benchmark record, tokens and values."""
     results = []
     for manifest_path in sorted(Path(runs_root).rglob("manifest.json")):
         metrics_path = manifest_path.with_name("metrics.json")
         if not metrics_path.exists():
             continue
-        manifest, metrics = json.loads(manifest_path.read_text()), json.loads(metrics_path.read_text())
+        manifest, metrics = read_json(manifest_path), read_json(metrics_path)
         measured = manifest.get("measured_visual_tokens") or {}
-        tokens = manifest["requested_budget"]["keep"] if manifest["method"] == "prumerge_plus" else round(measured.get("mean", 0))
-        results.append({"model": canonical_model(manifest["model"]), "method": manifest["method"],
-                        "benchmark": manifest["benchmark"], "tokens": tokens, "values": _headline_values(metrics),
+        variable = method_info(manifest["method"]).variable_count  # counts vary per image: the nominal budget
+        tokens = manifest["requested_budget"]["keep"] if variable else round(measured.get("mean", 0))
+        results.append({"model": manifest.get("paper_model"), "method": manifest["method"],
+                        "benchmark": manifest["benchmark"], "tokens": tokens,
+                        "values": _headline_values(get_benchmark(manifest["benchmark"]), metrics),
                         "run": str(manifest_path.parent)})
     return results
 
 
-def _headline_values(metrics: dict) -> dict[str | None, float]:
-    """metric name → value in the papers' units; None → the single number a table prints."""
-    if "judged" in metrics:  # video QA judge: accuracy is a fraction, the tables print percent
+def _headline_values(benchmark: Benchmark, metrics: dict) -> dict[str | None, float]:
+    """metric name → value in the papers' units; None → the single number a table prints (the record's
+    headline metric; nothing when the metrics lack it)."""
+    if benchmark.judge == VIDEO_QA_JUDGE:  # accuracy is a fraction, the tables print percent; and the score
         return {"accuracy": 100 * metrics["accuracy"], "score": metrics["score"]}
-    return {None: metrics["headline"]}
+    value = metrics.get(benchmark.headline)
+    return {} if value is None else {None: value}
 
 
 def build_tables(published: list[dict], reproduced: list[dict]) -> dict[tuple[str, str], dict]:
@@ -98,8 +96,11 @@ def build_tables(published: list[dict], reproduced: list[dict]) -> dict[tuple[st
 
 def _add_reproduced(paper: str, model: str, table: dict, reproduced: list[dict]) -> None:
     values: dict[tuple, float] = {}
+    columns = {benchmark_record(benchmark): benchmark for benchmark, _ in table["columns"]}  # record → column
     for result in reproduced:
-        benchmark = RUN_BENCHMARK.get(paper, {}).get(result["benchmark"], result["benchmark"])
+        benchmark = columns.get(result["benchmark"])
+        if benchmark is None:
+            continue
         for key in table["rows"]:
             if result["model"] == model and key[0] == result["method"] and key[1] == result["tokens"]:
                 for metric, value in result["values"].items():
@@ -109,7 +110,7 @@ def _add_reproduced(paper: str, model: str, table: dict, reproduced: list[dict])
         if value is not None:
             table["cells"][(key, benchmark, metric)] = Cell(cell.published, value)
     single = {(key, benchmark): value for (key, benchmark, metric), value in values.items() if metric is None}
-    unpruned = next((key for key in table["rows"] if key[0] == "none"), None)
+    unpruned = next((key for key in table["rows"] if key[0] == UNPRUNED), None)
     for key in table["rows"]:  # a reproduced average needs every benchmark of the row and of the unpruned row
         rows = [{"paper": paper, "model": model, "method": row_key[0], "reduction_ratio": row_key[2],
                  "benchmark": benchmark, "value": value}
@@ -134,10 +135,10 @@ def _cell_text(cell: Cell, tolerance: float) -> str:
     return f"{_format(cell.published)} / {_format(cell.reproduced)} ({cell.difference:+.2f}){flag}"
 
 
-def _grid(table: dict, tolerance: float) -> tuple[list[str], list[list[str]]]:
+def _grid(paper: str, table: dict, tolerance: float) -> tuple[list[str], list[list[str]]]:
     benchmarks = [benchmark for benchmark, _ in table["columns"]]
     header = ["Method", "Reduction", "# Token"] + [
-        BENCHMARK_NAMES.get(benchmark, benchmark) + (f" {metric}" if benchmarks.count(benchmark) > 1 else "")
+        column_title(paper, benchmark) + (f" {metric}" if benchmarks.count(benchmark) > 1 else "")
         for benchmark, metric in table["columns"]]
     lines = []
     for key in table["rows"]:
@@ -151,7 +152,7 @@ def _grid(table: dict, tolerance: float) -> tuple[list[str], list[list[str]]]:
 
 
 def render_markdown(paper: str, model: str, table: dict, tolerance: float = 0.015) -> str:
-    header, lines = _grid(table, tolerance)
+    header, lines = _grid(paper, table, tolerance)
     out = [f"### {paper} — {model}", "",
            f"Published value; `published / reproduced (Δ)` where reproduced ({FLAG}: |Δ| > {tolerance:.1%} of the "
            f"published value); {MISSING}: not reproduced yet.", "",
@@ -161,7 +162,7 @@ def render_markdown(paper: str, model: str, table: dict, tolerance: float = 0.01
 
 
 def render_latex(paper: str, model: str, table: dict, tolerance: float = 0.015) -> str:
-    header, lines = _grid(table, tolerance)
+    header, lines = _grid(paper, table, tolerance)
 
     def escape(text: str) -> str:
         return (text.replace("\\", r"\textbackslash{}").replace("%", r"\%").replace("#", r"\#").replace("_", r"\_")

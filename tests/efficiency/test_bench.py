@@ -3,6 +3,7 @@
 import json
 import time
 
+import pytest
 import torch
 
 from llava_patch.efficiency import bench
@@ -50,16 +51,57 @@ def test_the_reference_approach_materialises_every_layers_attention_maps():
 
 
 def test_the_benchmark_runs_end_to_end_and_writes_well_formed_results(tmp_path):
-    result = bench.run_benchmark("tiny", "cpu", torch.float32, batch_sizes=[1, 2], repeats=1, warmup=0,
-                                 new_tokens=2, text_tokens=10, throughput_prompts=2)
-    paths = bench.write_results(result, tmp_path / "out")
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4)
+    paths = bench.run(model="tiny", device="cpu", batch_sizes=[1, 2], repeats=1, warmup=0, new_tokens=2, text_tokens=10,
+                      throughput_prompts=2, output=tmp_path / "out", tower_sizes=tower)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(saved["settings"]) == 2 * (1 + 3 * 3)
     assert {row["visual_tokens"] for row in saved["settings"] if row["reduction_ratio"] == 0.95} == {29}
     fastv = [row for row in saved["settings"] if row["method"] == "fastv" and row["batch"] == 1]
     none = next(row for row in saved["settings"] if row["method"] == "none" and row["batch"] == 1)
     assert all(row["kv_cache_bytes"] < none["kv_cache_bytes"] for row in fastv)
+    assert none["prefill_speedup"] == none["cost_model_ratio"] == 1.0
     assert saved["vision"]["reference_attention_map_bytes"] > 1000 * saved["vision"]["ours_extra_bytes_per_image"]
     assert saved["throughput"]["prompts"] == 2 and saved["throughput"]["ours_questions_per_s"] > 0
-    assert "| fastervlm | 95% | 2 | 29 |" in (tmp_path / "out" / "results.md").read_text()
+    truncation = saved["tower_truncation"]
+    assert set(truncation["seconds"]) == {"transformers_tower_hidden_states", "select_full_tower", "select_stop_at_layer_2"}
+    assert truncation["saving_from_stopping"] < 1 and "4 layers, width 32" in truncation["what"]
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "| fastervlm | 95% | 2 | 29 |" in markdown and "## Stopping the full-size tower at the select layer" in markdown
     assert all(path.exists() and path.stat().st_size > 0 for path in paths)
+    with pytest.raises(FileExistsError, match="out exists"):
+        bench.run(**{**bench.defaults(gpu=False), "output": tmp_path / "out"})
+
+
+def test_results_are_written_from_one_set_of_rows_without_touching_the_result(tmp_path):
+    settings = [{"method": method, "reduction_ratio": ratio, "batch": 1, "visual_tokens": tokens, "prefill_s": seconds,
+                 "ttft_s": seconds, "decode_tokens_per_s": 10.0, "kv_cache_bytes": 2**20, "peak_bytes": None,
+                 "model_prefill_macs": macs}
+                for method, ratio, tokens, seconds, macs in (("none", 0.0, 576, 4.0, 400), ("fastervlm", 0.75, 144, 2.0, 100),
+                                                             ("fastv", 0.75, 144, 1.0, 200))]
+    result = {"model": "tiny", "device": "cpu", "dtype": "torch.float32", "timing": "median", "repeats": 1, "warmup": 0,
+              "text_tokens": 10, "new_tokens": 2, "settings": settings,
+              "vision": {"transformers_tower_s": 1.0, "ours_full_tower_s": 1.0, "ours_stop_at_select_layer_s": 0.9,
+                         "reference_eager_all_maps_s": 2.0, "selection_overhead_fraction": 0.0,
+                         "stop_at_select_layer_saving_fraction": 0.1, "reference_attention_map_bytes": 2**20,
+                         "ours_extra_bytes_per_image": 4},
+              "throughput": {"prompts": 2, "new_tokens": 2, "batch": 1, "ours_questions_per_s": 1.0,
+                             "reference_questions_per_s": 0.5}}
+    before = json.dumps(result)
+    bench.write_results(result, tmp_path / "out")
+    assert json.dumps(result) == before
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(row["prefill_speedup"], row["cost_model_ratio"]) for row in saved["settings"]] == [(1.0, 1.0), (2.0, 4.0), (4.0, 2.0)]
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "| fastervlm | 75% | 1 | 144 | 2.0000 | 2.0000 | 10.0 | 1.0 | 2.00× | 4.00× | 50% |" in markdown
+    assert "| fastv | 75% | 1 | 144 | 1.0000 | 1.0000 | 10.0 | 1.0 | 4.00× | 2.00× | 200% |" in markdown
+
+
+def test_the_defaults_are_the_arguments_of_run():
+    import inspect
+
+    parameters = set(inspect.signature(bench.run).parameters) - {"output", "tower_sizes"}
+    for gpu in (False, True):
+        assert set(bench.defaults(gpu)) == parameters
+    assert bench.defaults(gpu=False)["model"] == "cpu-small" and bench.defaults(gpu=True)["batch_sizes"] == [1, 8, 32]
+    assert bench.measured_methods() == ["none", "fastervlm", "vtc_cls", "fastv"]

@@ -1,4 +1,4 @@
-"""The cost model against the field's anchors (SPEC §8) and FasterVLM's efficiency table."""
+"""The cost model against the field's anchors (docs/efficiency.md §1) and FasterVLM's efficiency table."""
 
 import pytest
 
@@ -72,3 +72,23 @@ def test_specs_come_from_configs(tiny_llava):
     spec = spec_from_config(model.config, "tiny")
     assert spec.patches == 64 and spec.llm.layers == 4 and spec.llm.kv_heads == 2
     assert estimate(spec, "vtc_cls", keep=8)["visual_tokens_kept"] == 8
+
+
+def test_methods_are_costed_by_what_the_registry_says_and_unknown_ones_are_refused():
+    with pytest.raises(ValueError, match="unknown method 'fastvlm'; registered methods: fastervlm, fastv, grid, none"):
+        estimate("llava-1.5-7b", "fastvlm", reduction_ratio=0.95)
+    with pytest.raises(ValueError, match="unknown model 'llava-2'; known: llava-1.5-7b"):
+        estimate("llava-2", "none")
+    # every vision-stage method with the same budget costs the same; the LLM stage projects every patch
+    vision = [estimate("llava-1.5-7b", name, keep=58, text_tokens=60) for name in ("fastervlm", "vtc_cls", "grid", "random")]
+    assert all(cost["macs"] == vision[0]["macs"] for cost in vision)
+    fastv = estimate("llava-1.5-7b", "fastv", keep=58, text_tokens=60)
+    assert fastv["macs"]["projector"] == estimate("llava-1.5-7b", "none", text_tokens=60)["macs"]["projector"]
+    assert estimate("llava-1.5-7b", "fastv", keep=58, llm_layer=2)["macs"] == estimate("llava-1.5-7b", "fastv", keep=58)["macs"]
+    later = estimate("llava-1.5-7b", "fastv", keep=58, text_tokens=60, llm_layer=3)  # one more layer over every token
+    assert later["macs"]["llm_prefill"] > fastv["macs"]["llm_prefill"]
+    assert estimate("llava-1.5-7b", "prumerge_plus", keep=64)["visual_tokens_kept"] == 64
+    for method, budget in (("none", {"keep": 5}), ("fastervlm", {}), ("prumerge_plus", {"reduction_ratio": 0.9}),
+                           ("prumerge_plus", {"keep": 100})):
+        with pytest.raises(ValueError, match=method):
+            estimate("llava-1.5-7b", method, **budget)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llava_patch.eval import runner
+from llava_patch.eval import provenance
 from llava_patch.eval.minibench import build_minibench
 from llava_patch.eval.runner import RunConfig, run
 from llava_patch.models.loading import VLM
@@ -42,7 +42,8 @@ def test_a_run_writes_llavas_answer_file_metrics_and_a_manifest(tiny_original, m
     assert manifest["measured_visual_tokens"] == {"min": 16, "mean": 16, "max": 16}  # 75% of 64
     assert manifest["method"] == "fastervlm" and manifest["requested_budget"]["reduction_ratio"] == 0.75
     assert manifest["weights_fingerprint"] and manifest["versions"]["transformers"].startswith("5.")
-    assert list(manifest["data_files"].values())[0] == runner._sha256(Path(minibench) / "pope" / "llava_pope_test.jsonl")
+    assert list(manifest["data_files"].values())[0] == provenance.sha256(Path(minibench) / "pope" / "llava_pope_test.jsonl")
+    assert manifest["paper_model"] is None  # a tiny model is none of the papers' checkpoints
     assert json.loads((tmp_path / "run" / "manifest.json").read_text()) == manifest
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert 0.0 <= metrics["f1_mean"] <= 1.0 or 0.0 <= metrics["f1_mean"] <= 100.0
@@ -108,7 +109,7 @@ def test_bad_inputs_are_named_and_results_are_never_overwritten(tiny_original, m
     questions = broken / "pope" / "llava_pope_test.jsonl"
     lines = questions.read_text().splitlines()
     questions.write_text("\n".join(lines[:2] + ['{"question_id": 2, "image": '] + lines[3:]) + "\n")
-    with pytest.raises(ValueError, match="llava_pope_test.jsonl:3: malformed JSON line"):
+    with pytest.raises(ValueError, match="llava_pope_test.jsonl, line 3: malformed JSON"):
         run(_config(tiny_original, broken, tmp_path / "malformed"))
     with pytest.raises(ValueError, match="unknown benchmark 'popes'; known: vqav2, gqa"):
         run(_config(tiny_original, broken, tmp_path / "unknown", benchmark="popes"))

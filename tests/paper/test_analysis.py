@@ -1,4 +1,4 @@
-"""The attention analyses of SPEC §10: statistics against direct computations, collection on the tiny
+"""The FasterVLM paper's attention analyses (llava_patch.paper.analysis): statistics against direct computations, collection on the tiny
 model, and figures that are written and reproducible byte for byte."""
 
 import math

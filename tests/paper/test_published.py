@@ -1,4 +1,4 @@
-"""The transcribed published numbers (paper_tables/*.csv): averages, table shapes, anchors."""
+"""The transcribed published numbers (llava_patch/paper/data/*.csv): averages, table shapes, anchors."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_fastervlm_image_tables_have_exactly_the_printed_cells(rows, model, per_
     expected = Counter()
     budgets = [("none", full, 0.0), ("no_image", 0, 1.0)]
     for ratio in RATIOS:
-        tokens = per_image * round(576 * (1 - ratio))  # 432/288/144/58/29 per image (SPEC §2-3)
+        tokens = per_image * round(576 * (1 - ratio))  # 432/288/144/58/29 per image (docs/methods.md §4)
         methods = ["fastv", "fastervlm"] + (["sparsevlm"] if ratio < 0.95 else [])
         methods += ["fitprune"] if model == "llava-1.5-7b" else []
         budgets += [(method, tokens, ratio) for method in methods]
@@ -181,7 +181,7 @@ def _one(rows: list[dict], **criteria) -> dict:
     return found[0]
 
 
-def test_spec_anchors(rows, efficiency):
+def test_anchor_values(rows, efficiency):
     def average(method: str, ratio: float) -> str:
         return _one(rows, paper="fastervlm", model="llava-1.5-7b", method=method, reduction_ratio=ratio,
                     benchmark="average")["printed"]

@@ -8,6 +8,7 @@ import pytest
 from nbclient import NotebookClient
 
 from llava_patch import cli
+from llava_patch.eval.benchmarks import get_benchmark
 from llava_patch.paper.figures import retention_figure, write_figures
 from llava_patch.paper.published import load_published
 from llava_patch.paper.tables import MISSING, build_tables, render_markdown, reproduced_results, write_tables
@@ -16,22 +17,27 @@ ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def _fake_run(root: Path, name: str, model: str, method: str, benchmark: str, tokens: float, headline: float) -> None:
+def _fake_run(root: Path, name: str, model: str, paper_model: str | None, method: str, benchmark: str, tokens: float,
+              headline: float) -> None:
     run = root / name
     run.mkdir(parents=True)
     (run / "manifest.json").write_text(json.dumps({
-        "model": model, "method": method, "benchmark": benchmark, "requested_budget": {"keep": None, "reduction_ratio": None},
+        "model": model, "paper_model": paper_model, "method": method, "benchmark": benchmark,
+        "requested_budget": {"keep": None, "reduction_ratio": None},
         "measured_visual_tokens": {"min": tokens, "mean": tokens, "max": tokens}}))
-    (run / "metrics.json").write_text(json.dumps({"headline": headline}))
+    # what the scorers write: every metric, the record's headline one among them
+    metric = get_benchmark(benchmark).headline
+    (run / "metrics.json").write_text(json.dumps({"headline": headline, metric: headline, "n_answered": 10}))
 
 
 @pytest.fixture
 def runs(tmp_path):
     root = tmp_path / "runs"
-    _fake_run(root, "a", "/ckpt/llava-v1.5-7b", "none", "pope", 576, 85.90)  # within tolerance of 85.87
-    _fake_run(root, "b", "/ckpt/llava-v1.5-7b", "fastervlm", "pope", 29, 60.00)  # far from 67.24: flagged
-    _fake_run(root, "c", "/ckpt/llava-v1.5-7b", "fastervlm", "sqa", 29, 69.60)  # sqa → SQA-IMG column
-    _fake_run(root, "d", "/ckpt/llava-v1.5-13b", "fastv", "pope", 29, 50.00)
+    _fake_run(root, "a", "/ckpt/llava-v1.5-7b", "llava-1.5-7b", "none", "pope", 576, 85.90)  # within tolerance of 85.87
+    _fake_run(root, "b", "/ckpt/llava-v1.5-7b", "llava-1.5-7b", "fastervlm", "pope", 29, 60.00)  # far from 67.24: flagged
+    _fake_run(root, "c", "/ckpt/llava-v1.5-7b", "llava-1.5-7b", "fastervlm", "sqa", 29, 69.60)  # sqa → SQA-IMG column
+    _fake_run(root, "d", "/ckpt/llava-v1.5-13b", "llava-1.5-13b", "fastv", "pope", 29, 50.00)
+    _fake_run(root, "e", "/ckpt/llava-v1.5-7b-copy", None, "fastervlm", "gqa", 29, 1.00)  # not a paper model: unmatched
     return root
 
 
@@ -41,6 +47,28 @@ def test_the_rendered_table_matches_its_golden_file(runs):
     assert text == (GOLDEN / "fastervlm_llava-1.5-7b_with_runs.md").read_text(encoding="utf-8")
     assert "85.87 / 85.90 (+0.03) |" in text and "67.24 / 60.00 (-7.24) ⚠" in text and "69.56 / 69.60 (+0.04)" in text
     assert f"78.52 {MISSING}" in text  # VQAv2 unpruned: not reproduced
+
+
+def test_published_columns_are_benchmark_records_and_keep_each_papers_title(tmp_path):
+    from llava_patch.paper.published import benchmark_record
+    from llava_patch.paper.tables import column_title
+
+    for row in load_published():
+        record = benchmark_record(row["benchmark"])
+        assert record is None if row["benchmark"] == "average" else get_benchmark(record).name == record
+    assert benchmark_record("sqa_img") == benchmark_record("sqa") == "sqa"
+    assert column_title("fastervlm", "sqa_img") == "SQA-IMG" and column_title("vtc_cls", "sqa") == "SciQA"
+    assert column_title("fastervlm", "mmbench_cn") == "MMB-CN" and column_title("vtc_cls", "average") == "Average"
+    # a method whose token count varies per image is matched by its nominal budget, not the mean it measured
+    _fake_run(tmp_path, "p", "/ckpt/llava-v1.5-7b", "llava-1.5-7b", "prumerge_plus", "sqa", 70.4, 68.0)
+    manifest = tmp_path / "p" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"keep": null', '"keep": 64'))
+    (result,) = reproduced_results(tmp_path)
+    assert result["tokens"] == 64 and result["values"] == {None: 68.0}
+    table = build_tables(load_published(), [result])[("vtc_cls", "llava-1.5-7b")]
+    (cell,) = [cell for (key, benchmark, _), cell in table["cells"].items()
+               if key[:2] == ("prumerge_plus", 64) and benchmark == "sqa"]
+    assert cell.reproduced == 68.0
 
 
 def test_committed_tables_are_the_published_ones_rendered_now(tmp_path):

@@ -1,30 +1,28 @@
-"""Local benchmark scorers and submission writers for LLaVA-format answer files (SPEC §6).
+"""Local benchmark scorers and submission writers for LLaVA-format answer files (docs/protocol.md).
 
     from llava_patch.eval.scoring import benchmarks, score, write_submission
     score("pope", Path("answers/pope.jsonl"), Path("playground/data/eval"))["f1_mean"]
     write_submission("vqav2", Path("answers/vqav2.jsonl"), Path("playground/data/eval"), Path("upload.json"))
 
 `data_root` is LLaVA's `playground/data/eval` (its eval.zip plus the datasets, laid out as LLaVA's
-docs/Evaluation.md says); each benchmark's module names the files it reads below it. Metrics are in
+docs/Evaluation.md says); each benchmark's record in `llava_patch.eval.benchmarks` names its files
+below it, and its module documents them. Metrics are in
 percent (MME: sums of percentages) and every result has a "headline" entry, the number the papers'
 tables report, plus "n_answered" / "n_questions": scores are over the answered questions, so a
 partial answer file gives a partial score, not an error.
 
-One module per benchmark, registered by name with `registry.scorer` / `registry.submission_writer`;
-every module of this package is imported here, so adding a benchmark is adding a module.
+One module per benchmark, registered by name with `registry.scorer` / `registry.submission_writer`
+and imported by name below, so adding a benchmark is its record (which names its scorer), its module
+and its name in that import line.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 from typing import Any
 
+from . import gqa, mmbench, mme, mmvet, pope, seed, sqa, textvqa, vizwiz, vqav2  # noqa: F401  (they register)
 from .registry import SCORERS, SUBMISSION_WRITERS
-
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def benchmarks() -> list[str]:

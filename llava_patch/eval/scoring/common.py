@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..files import read_jsonl
+
 K = TypeVar("K", bound=Hashable)
 
 
@@ -40,26 +42,6 @@ def first_existing(*paths: Path) -> Path:
         if path.exists():
             return path
     raise FileNotFoundError(f"ground-truth file not found; looked for: {', '.join(map(str, paths))}")
-
-
-def load_json(path: Path) -> Any:
-    """Parse the JSON ground-truth file at `path` (FileNotFoundError if it is missing)."""
-    with require_file(path).open(encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def read_jsonl(path: Path) -> list[tuple[int, Any]]:
-    """(line number, object) for every non-blank line; a malformed line → ValueError naming file and line."""
-    rows = []
-    with require_file(path).open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((line_number, json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {line_number}: malformed JSON ({error.msg})") from None
-    return rows
 
 
 def read_answers(answers_file: Path) -> list[Answer]:

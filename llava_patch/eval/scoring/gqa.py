@@ -14,7 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .common import load_json, match_answers, percent, read_answers
+from ..benchmarks import get_benchmark
+from ..files import read_json
+from .common import match_answers, percent, read_answers
 from .registry import scorer
 
 
@@ -26,8 +28,8 @@ def normalize_prediction(text: str) -> str:
 @scorer("gqa")
 def score(answers_file: Path, data_root: Path) -> dict[str, Any]:
     """GQA accuracy (percent) over the answered balanced questions, also split binary / open."""
-    questions_file = data_root / "gqa" / "data" / "testdev_balanced_questions.json"
-    questions = load_json(questions_file)
+    questions_file = get_benchmark("gqa").file(data_root, "questions")
+    questions = read_json(questions_file)
     answers = match_answers(read_answers(answers_file), questions, questions_file)
     correct = {"binary": 0, "open": 0}
     counted = {"binary": 0, "open": 0}

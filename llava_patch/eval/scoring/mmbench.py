@@ -40,6 +40,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..benchmarks import get_benchmark
 from .common import first_existing, match_answers, new_output_file, percent, read_answers, require_file
 from .registry import scorer, submission_writer
 
@@ -146,18 +147,21 @@ def _write_submission(answers_file: Path, tsv: Path, output: Path) -> Path:
     return output
 
 
-def _dev_tsv(data_root: Path, english: bool) -> Path:
+def _tsv(data_root: Path, english: bool, split: str) -> Path:
+    """The dev TSV (the benchmark's question file) or the test TSV; MMBench-CN's also in `mmbench/`."""
+    benchmark = get_benchmark("mmbench" if english else "mmbench_cn")
+    name = benchmark.question_file if split == "dev" else benchmark.files["test"]
     if english:
-        return data_root / "mmbench" / "mmbench_dev_20230712.tsv"
-    name = "mmbench_dev_cn_20231003.tsv"
-    return first_existing(data_root / "mmbench_cn" / name, data_root / "mmbench" / name)
+        return data_root / benchmark.directory / name
+    return first_existing(data_root / benchmark.directory / name, data_root / get_benchmark("mmbench").directory / name)
+
+
+def _dev_tsv(data_root: Path, english: bool) -> Path:
+    return _tsv(data_root, english, "dev")
 
 
 def _test_tsv(data_root: Path, english: bool) -> Path:
-    if english:
-        return data_root / "mmbench" / "mmbench_test_20230712.tsv"
-    name = "mmbench_test_cn_20231003.tsv"
-    return first_existing(data_root / "mmbench_cn" / name, data_root / "mmbench" / name)
+    return _tsv(data_root, english, "test")
 
 
 @scorer("mmbench")

@@ -25,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..benchmarks import get_benchmark
 from .common import Answer, match_answers, percent, read_answers, require_file
 from .registry import scorer
 
@@ -90,7 +91,7 @@ def subtask_metrics(results: dict[str, list[bool]], n_questions: int) -> dict[st
 @scorer("mme")
 def score(answers_file: Path, data_root: Path) -> dict[str, Any]:
     """MME per-subtask acc / acc+ / score and the perception (headline), cognition and overall totals."""
-    release_dir = data_root / "MME" / "MME_Benchmark_release_version"
+    release_dir = get_benchmark("mme").file(data_root, "release")
     truth = load_ground_truth(release_dir)
     answers = match_answers(read_answers(answers_file), truth, release_dir, key=_answer_key)
     results: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))

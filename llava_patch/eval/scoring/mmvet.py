@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import match_answers, read_answers, read_jsonl, write_new_json
+from ..benchmarks import get_benchmark
+from ..files import read_jsonl
+from .common import match_answers, read_answers, write_new_json
 from .registry import submission_writer
 
 
 @submission_writer("mmvet")
 def write_submission(answers_file: Path, data_root: Path, output: Path) -> Path:
     """{"v1_<question_id>": answer} for all MM-Vet questions."""
-    question_file = data_root / "mm-vet" / "llava-mm-vet.jsonl"
+    question_file = get_benchmark("mmvet").question_path(data_root)
     question_ids = [str(question["question_id"]) for _, question in read_jsonl(question_file)]
     answers = match_answers(read_answers(answers_file), dict.fromkeys(question_ids), question_file)
     missing = [question_id for question_id in question_ids if question_id not in answers]

@@ -23,7 +23,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .common import match_answers, percent, read_answers, read_jsonl
+from ..benchmarks import get_benchmark
+from ..files import read_jsonl
+from .common import match_answers, percent, read_answers
 from .registry import scorer
 
 SPLITS = ("adversarial", "popular", "random")
@@ -39,7 +41,8 @@ def parse_yes_no(text: str) -> str:
 
 def _labels(data_root: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
     """LLaVA's question file and question id → (split, label)."""
-    question_file = data_root / "pope" / "llava_pope_test.jsonl"
+    benchmark = get_benchmark("pope")
+    question_file = benchmark.question_path(data_root)
     questions_by_split = defaultdict(list)
     for line_number, question in read_jsonl(question_file):
         questions_by_split[question["category"]].append((line_number, question))
@@ -48,7 +51,7 @@ def _labels(data_root: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
         raise ValueError(f"{question_file}: unknown POPE split(s) {unknown}; expected {list(SPLITS)}")
     labels = {}
     for split, questions in questions_by_split.items():
-        label_file = data_root / "pope" / "coco" / f"coco_pope_{split}.json"
+        label_file = benchmark.file(data_root, "labels", split=split)
         label_rows = read_jsonl(label_file)
         if len(label_rows) != len(questions):
             raise ValueError(

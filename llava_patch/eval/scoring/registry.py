@@ -1,8 +1,8 @@
 """Name → function registries for local scorers and submission writers.
 
-A benchmark is one module in `llava_patch/scoring/` that decorates its functions with
+A benchmark's scorer is one module in `llava_patch/eval/scoring/` that decorates its functions with
 `@scorer("name")` and/or `@submission_writer("name")`; `llava_patch.eval.scoring` imports every module of
-the package, so adding a module is the whole change.
+the package, so adding a module (and naming its scorer in the benchmark's record) is the whole change.
 """
 
 from __future__ import annotations

@@ -16,15 +16,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .common import load_json, match_answers, percent, read_answers
+from ..benchmarks import get_benchmark
+from ..files import read_json
+from .common import match_answers, percent, read_answers
 from .registry import scorer
 
 
 @scorer("seed")
 def score(answers_file: Path, data_root: Path) -> dict[str, Any]:
     """SEED image accuracy (headline), video and overall accuracy, and accuracy per question type (percent)."""
-    annotation_file = data_root / "seed_bench" / "SEED-Bench.json"
-    annotation = load_json(annotation_file)
+    annotation_file = get_benchmark("seed").file(data_root, "annotations")
+    annotation = read_json(annotation_file)
     questions = {str(question["question_id"]): question for question in annotation["questions"]}
     type_names = {type_id: name for name, type_id in annotation["question_type"].items()}
     answers = match_answers(read_answers(answers_file), questions, annotation_file)

@@ -20,7 +20,9 @@ import string
 from pathlib import Path
 from typing import Any
 
-from .common import load_json, match_answers, percent, read_answers
+from ..benchmarks import get_benchmark
+from ..files import read_json
+from .common import match_answers, percent, read_answers
 from .registry import scorer
 
 _LETTERS = "ABCDE"
@@ -42,9 +44,10 @@ def parse_letter(text: str) -> str | None:
 @scorer("sqa_img")
 def score(answers_file: Path, data_root: Path) -> dict[str, Any]:
     """SQA accuracy (percent) on the answered test questions with an image (headline) and on all."""
-    problems_file = data_root / "scienceqa" / "problems.json"
-    problems = load_json(problems_file)
-    test_ids = load_json(data_root / "scienceqa" / "pid_splits.json")["test"]
+    benchmark = get_benchmark("sqa")
+    problems_file = benchmark.file(data_root, "problems")
+    problems = read_json(problems_file)
+    test_ids = read_json(benchmark.file(data_root, "splits"))["test"]
     test_problems = {problem_id: problems[problem_id] for problem_id in test_ids}
     answers = match_answers(read_answers(answers_file), test_problems, problems_file)
     correct = {"image": 0, "all": 0}

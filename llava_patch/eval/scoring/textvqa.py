@@ -16,7 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .common import Answer, load_json, percent, read_answers
+from ..benchmarks import get_benchmark
+from ..files import read_json
+from .common import Answer, percent, read_answers
 from .registry import scorer
 from .vqa_accuracy import vqa_accuracy
 
@@ -35,8 +37,8 @@ def question_in_prompt(prompt: str) -> str:
 @scorer("textvqa")
 def score(answers_file: Path, data_root: Path) -> dict[str, Any]:
     """TextVQA accuracy (percent): mean VQA accuracy of the answers (m4c's TextVQAAccuracyEvaluator)."""
-    annotation_file = data_root / "textvqa" / "TextVQA_0.5.1_val.json"
-    annotations = load_json(annotation_file)["data"]
+    annotation_file = get_benchmark("textvqa").file(data_root, "annotations")
+    annotations = read_json(annotation_file)["data"]
     by_image_and_question = {(str(item["image_id"]), item["question"].strip().lower()): item for item in annotations}
     by_question_id = {str(item["question_id"]): item for item in annotations}
 

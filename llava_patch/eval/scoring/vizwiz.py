@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import match_answers, read_answers, read_jsonl, write_new_json
+from ..benchmarks import get_benchmark
+from ..files import read_jsonl
+from .common import match_answers, read_answers, write_new_json
 from .registry import submission_writer
 from .vqa_accuracy import normalize_answer
 
@@ -18,7 +20,7 @@ from .vqa_accuracy import normalize_answer
 @submission_writer("vizwiz")
 def write_submission(answers_file: Path, data_root: Path, output: Path) -> Path:
     """EvalAI upload for VizWiz test: [{"image", "answer"}]."""
-    question_file = data_root / "vizwiz" / "llava_test.jsonl"
+    question_file = get_benchmark("vizwiz").question_path(data_root)
     questions = [question for _, question in read_jsonl(question_file)]
     answers = match_answers(read_answers(answers_file), {str(q["question_id"]): q for q in questions}, question_file)
     missing = [question["question_id"] for question in questions if str(question["question_id"]) not in answers]

@@ -20,7 +20,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .common import load_json, match_answers, percent, read_answers, read_jsonl, write_new_json
+from ..benchmarks import get_benchmark
+from ..files import read_json, read_jsonl
+from .common import match_answers, percent, read_answers, write_new_json
 from .registry import scorer, submission_writer
 from .vqa_accuracy import normalize_answer, vqa_accuracy
 
@@ -28,8 +30,8 @@ from .vqa_accuracy import normalize_answer, vqa_accuracy
 @scorer("vqav2_val")
 def score(answers_file: Path, data_root: Path) -> dict[str, Any]:
     """VQAv2 val accuracy (percent), overall (headline) and per answer type."""
-    annotation_file = data_root / "vqav2" / "v2_mscoco_val2014_annotations.json"
-    annotations = {str(item["question_id"]): item for item in load_json(annotation_file)["annotations"]}
+    annotation_file = get_benchmark("vqav2").file(data_root, "val_annotations")
+    annotations = {str(item["question_id"]): item for item in read_json(annotation_file)["annotations"]}
     answers = match_answers(read_answers(answers_file), annotations, annotation_file)
     total = 0.0
     per_type_total, per_type_count = defaultdict(float), defaultdict(int)
@@ -52,7 +54,7 @@ def score(answers_file: Path, data_root: Path) -> dict[str, Any]:
 @submission_writer("vqav2")
 def write_submission(answers_file: Path, data_root: Path, output: Path) -> Path:
     """EvalAI upload for VQAv2 test-dev/test-std: [{"question_id", "answer"}] over all of test2015."""
-    question_file = data_root / "vqav2" / "llava_vqav2_mscoco_test2015.jsonl"
+    question_file = get_benchmark("vqav2").file(data_root, "upload_questions")
     questions = [question for _, question in read_jsonl(question_file)]
     by_id = {str(question["question_id"]): question for question in questions}
     answers = match_answers(read_answers(answers_file), by_id, question_file)
