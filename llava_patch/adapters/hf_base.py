@@ -52,7 +52,7 @@ class HFAdapter(Adapter):
         for tower in towers:
             clip_encoder(tower)  # raises for towers without a [CLS] token
         self.select_layer, self.side, self.num_patches = geometry.select_layer, geometry.side, geometry.num_patches
-        self.config: PatchConfig | None = None
+        self.patch: PatchConfig | None = None
 
     def encode(self, arguments: dict) -> EncodedCall:
         """Encode and select the pixels of one call."""
@@ -60,15 +60,15 @@ class HFAdapter(Adapter):
 
     def select(self, tower, pixel_values) -> VisionSelection:
         """The shared vision path (`tower.encode_and_select`) with this patch's selector and budget."""
-        config = self.config
-        return encode_and_select(tower, pixel_values, config.selector, config.keep, self.select_layer,
-                                 config.stop_at_select_layer)
+        patch = self.patch
+        return encode_and_select(tower, pixel_values, patch.selector, patch.keep, self.select_layer,
+                                 patch.stop_at_select_layer)
 
     def language_model(self):
         return self.model.model.language_model
 
     def install(self, config: PatchConfig) -> None:
-        self.config = config
+        self.patch = config
         model, recorder = self.model, config.recorder
         original_forward, original_generate = model.forward, model.generate
 
@@ -108,7 +108,7 @@ class HFAdapter(Adapter):
     def uninstall(self) -> None:
         del self.model.forward
         del self.model.generate
-        self.config = None
+        self.patch = None
 
     def _prune(self, arguments: dict) -> dict:
         config = self.model.config
@@ -128,10 +128,10 @@ class HFAdapter(Adapter):
             )
             input_ids, attention_mask, labels = resized.input_ids, resized.attention_mask, resized.labels
             visual_tokens = [a + b for a, b in zip(visual_tokens, resized.placeholder_tokens)]
-        self.config.recorder.record(encoded.selection, encoded.scores, visual_tokens)
-        if self.config.visual_positions is not None:
+        self.patch.recorder.record(encoded.selection, encoded.scores, visual_tokens)
+        if self.patch.visual_positions is not None:
             placeholders = torch.tensor([items.placeholder_id for items in encoded.items], device=input_ids.device)
-            self.config.visual_positions(torch.isin(input_ids, placeholders) & attention_mask.bool())
+            self.patch.visual_positions(torch.isin(input_ids, placeholders) & attention_mask.bool())
         arguments.update(input_ids=input_ids, attention_mask=attention_mask, mm_encoder_outputs={
             items.key: BaseModelOutputWithPooling(
                 pooler_output=torch.stack(items.features) if items.stacked else items.features)

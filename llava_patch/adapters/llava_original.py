@@ -74,13 +74,13 @@ class OriginalLlavaAdapter(Adapter):
         self.accepts_variable_counts = not self.anyres
         self.layout = NextLayout(config, mode, self.vision_tower.config.image_size, self.side) if self.anyres else None
         self.original_merge = merge
-        self.config: PatchConfig | None = None
+        self.patch: PatchConfig | None = None
 
     def tokens_per_image(self, keep: int) -> int | None:
         return self.layout.tokens_per_image(keep) if self.anyres else keep
 
     def install(self, config: PatchConfig) -> None:
-        self.config = config
+        self.patch = config
         model, recorder = self.model, config.recorder
         if self.anyres:
             self.layout.install()
@@ -137,7 +137,7 @@ class OriginalLlavaAdapter(Adapter):
         if self.anyres:
             self.layout.restore()
             self.model.config.mm_patch_merge_type = self.original_merge
-        self.config = None
+        self.patch = None
 
     def _project(self, images: torch.Tensor, selected: list) -> torch.Tensor:
         """LLaVA-1.5: one crop per image, its kept patches projected."""
@@ -163,9 +163,9 @@ class OriginalLlavaAdapter(Adapter):
         return result
 
     def _select(self, crops: torch.Tensor):
-        tower, config = self.vision_tower, self.config
-        return encode_and_select(tower.vision_tower, crops.to(device=tower.device, dtype=tower.dtype), config.selector,
-                                 config.keep, self.select_layer, config.stop_at_select_layer)
+        tower, patch = self.vision_tower, self.patch
+        return encode_and_select(tower.vision_tower, crops.to(device=tower.device, dtype=tower.dtype), patch.selector,
+                                 patch.keep, self.select_layer, patch.stop_at_select_layer)
 
     def _next_features(self, images, image_sizes, selected: list) -> list[torch.Tensor]:
         from llava.mm_utils import get_anyres_image_grid_shape
