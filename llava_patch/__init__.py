@@ -18,6 +18,19 @@ __all__ = ["apply", "PatchHandle", "get_handle", "methods", "method_info", "Meth
            "register_method", "register_adapter"]
 __version__ = "0.1.0"
 
+import logging
+
+
+class _PilFallbackNotice(logging.Filter):
+    """torchvision is not a dependency (its only wheel on some hosts breaks `import transformers`), so
+    the PIL image processors are used on purpose: drop transformers' notice about that one fallback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed); falling back to" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_PilFallbackNotice())
+
 # The subpackage `methods` first, then the function of the same name takes the attribute back (the
 # subpackage is light: its members load on first use).
 from . import methods as _methods_package  # noqa: E402,F401

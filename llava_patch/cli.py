@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from .eval import command as eval_command
-from .eval.command import MethodNames, add_budget, benchmark_names
+from .eval.command import MethodNames, add_budget, benchmark_names, run_reporting_errors
 
 
 # demo ---------------------------------------------------------------------------------------------
@@ -261,13 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; a user error prints one line naming the command and returns 2."""
+    """Run one subcommand; a user error prints one line naming the command (rc 2), Ctrl-C one line (rc 130)."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (OSError, ValueError, RuntimeError) as error:
-        print(f"llava-patch {args.command}: {error}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(args.command, args.run, args)
 
 
 if __name__ == "__main__":

@@ -70,25 +70,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .runner import RunConfig, run
+    from .benchmarks import get_benchmark
+    from .files import read_json
+    from .runner import METRICS, RunConfig, run
 
     manifest = run(RunConfig(
         model=args.model, benchmark=args.benchmark, data_root=args.data_root, output_dir=args.output_dir,
         backend=args.backend, method=args.method, options=parse_options(args.option), keep=args.keep,
         reduction_ratio=args.reduction_ratio, batch_size=args.batch_size, limit=args.limit, dtype=args.dtype,
     ))
-    if manifest:
-        print(json.dumps(manifest, indent=2))
+    if manifest:  # process 0: one summary; the details stay in the run's files
+        headline = get_benchmark(args.benchmark).headline
+        metrics_file = Path(args.output_dir) / METRICS
+        value = read_json(metrics_file).get(headline) if metrics_file.exists() else None
+        tokens = manifest["measured_visual_tokens"]
+        print(f"{args.benchmark} {headline}: {'—' if value is None else f'{value:.4g}'} "
+              f"({manifest['questions']} questions); visual tokens per sample measured "
+              + (f"{tokens['min']}/{tokens['mean']:.1f}/{tokens['max']} (min/mean/max)" if tokens else "none")
+              + f"; outputs in {args.output_dir}")
     return 0
+
+
+def run_reporting_errors(command: str, function, args: argparse.Namespace) -> int:
+    """Run a command; a user error prints one line naming the command (rc 2), Ctrl-C one line (rc 130)."""
+    try:
+        return function(args)
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"llava-patch {command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as interrupt:
+        print(f"llava-patch {command}: {interrupt or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m llava_patch.eval ...`: the same as `llava-patch eval ...`."""
     parser = argparse.ArgumentParser(prog="python -m llava_patch.eval", description=__doc__)
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (OSError, ValueError, RuntimeError) as error:
-        print(f"llava-patch eval: {error}", file=sys.stderr)
-        return 2
+    return run_reporting_errors("eval", run, parser.parse_args(argv))

@@ -1,9 +1,11 @@
-"""The two readers every evaluation file goes through: JSON Lines and JSON. Errors name the file, and
-the line where the text is malformed, as "<file>, line <n>: ..."."""
+"""The two readers every evaluation file goes through, JSON Lines and JSON (errors name the file, and
+the line where the text is malformed, as "<file>, line <n>: ..."), and the one way outputs are
+written: atomically."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +42,16 @@ def _open(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"file not found: {path}")
     return path.open(encoding="utf-8")
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` all at once: a temporary file beside it, flushed to disk, then renamed
+    over it, so a crash leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return path

@@ -30,7 +30,7 @@ from ..models.loading import load_model
 from ..models.media import read_image, read_video
 from . import provenance
 from .benchmarks import MMVET_GRADER, VIDEO_QA_JUDGE, Benchmark, Question, get_benchmark
-from .files import read_json, read_jsonl
+from .files import read_json, read_jsonl, write_atomic
 from .judge import API_KEY_ENV, BASE_URL_ENV, OpenAIChatClient, grade_mmvet, judge_video_qa
 
 ANSWERS, MANIFEST, METRICS, CONFIG = "answers.jsonl", "manifest.json", "metrics.json", "run_config.json"
@@ -53,35 +53,62 @@ class RunConfig:
     dtype: str | None = None  # float16 / bfloat16 / float32; default: float16 on CUDA, float32 on CPU
 
 
-def run(config: RunConfig) -> dict:
-    """Run (or resume) one evaluation; returns the manifest (written by process 0)."""
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: says how far it got; the same command resumes it."""
+
+
+def run(config: RunConfig, label: str | None = None) -> dict:
+    """Run, resume or finish one evaluation; returns the manifest (process 0; {} on the others).
+
+    Rerunning the same settings skips what is done: finished batches, the answers file, the manifest,
+    the metrics. Everything is checked before the output folder is created, and every output is
+    written atomically. `label` (e.g. "run 3/19") goes into the progress bar.
+    """
+    benchmark = get_benchmark(config.benchmark)
+    output = Path(config.output_dir)
+    status = _status(output, config, benchmark)
+    if status == COMPLETE:
+        print(f"{output}: complete ({', '.join(_outputs(config, benchmark))}); nothing to do")
+        return read_json(output / MANIFEST)
+    questions = _questions(config, benchmark)
+    budget = _budget(config)
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU-only hosts shard over gloo
-    benchmark = get_benchmark(config.benchmark)
-    output = Path(config.output_dir)
-    if state.is_main_process:
-        _claim_output(output, config)
-    state.wait_for_everyone()
-    questions = benchmark.questions(Path(config.data_root))[: config.limit]
-    shard = _chunk(questions, state.num_processes, state.process_index)
     started = time.perf_counter()
-    stats = _run_shard(config, benchmark, shard, output / "shards" / f"{state.process_index:03d}-of-{state.num_processes:03d}.jsonl",
-                       str(state.device), state.process_index)
-    state.wait_for_everyone()
+    stats = {"new_tokens": 0, "generate_seconds": 0.0}
+    if status != ANSWERED:
+        loaded = _load(config, budget, str(state.device))  # bad checkpoints and budgets fail here, before any file
+        if state.is_main_process:
+            _claim(output, config)
+        state.wait_for_everyone()
+        shard = _chunk(questions, state.num_processes, state.process_index)
+        path = output / "shards" / f"{state.process_index:03d}-of-{state.num_processes:03d}.jsonl"
+        stats = _run_shard(config, benchmark, loaded, shard, path, state.process_index,
+                           " · ".join(filter(None, [config.benchmark, _describe(config), label])))
+        state.wait_for_everyone()
     if not state.is_main_process:
         return {}
-    answers = _merge(output, questions, state.num_processes)
+    answers = _merge(output, questions, state.num_processes) if status != ANSWERED else [
+        row for _, row in read_jsonl(output / ANSWERS)]
     manifest = _manifest(config, benchmark, answers, stats, time.perf_counter() - started, state)
-    (output / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    _score(config, output)
+    write_atomic(output / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    _score(config, benchmark, output)
     return manifest
 
 
-def _claim_output(output: Path, config: RunConfig) -> None:
-    """A new run, or the resumption of the same one: never mix results of different runs."""
-    if (output / ANSWERS).exists():
-        raise FileExistsError(f"{output / ANSWERS}: this run is complete; choose a new --output-dir")
+NEW, PARTIAL, ANSWERED, COMPLETE = "new", "partial", "answered", "complete"
+
+
+def _outputs(config: RunConfig, benchmark: Benchmark) -> list[str]:
+    """The files a finished run has: answers and manifest, and metrics where they are computed here."""
+    scored = benchmark.scorer is not None or (benchmark.judge is not None and bool(os.environ.get(API_KEY_ENV)))
+    return [ANSWERS, MANIFEST] + ([METRICS] if scored else [])
+
+
+def _status(output: Path, config: RunConfig, benchmark: Benchmark) -> str:
+    """How far the run in `output` got (read only); a folder of other settings, or of something else,
+    raises: results of different runs are never mixed."""
     saved = output / CONFIG
     if saved.exists():
         previous = read_json(saved)
@@ -89,9 +116,64 @@ def _claim_output(output: Path, config: RunConfig) -> None:
             raise ValueError(f"{saved}: {output} holds a run with other settings; choose a new --output-dir")
     elif output.exists() and any(output.iterdir()):
         raise FileExistsError(f"{output}: exists and is not an evaluation run of llava_patch; choose a new --output-dir")
+    else:
+        return NEW
+    if not (output / ANSWERS).exists():
+        return PARTIAL
+    return COMPLETE if all((output / name).exists() for name in _outputs(config, benchmark)) else ANSWERED
+
+
+def _questions(config: RunConfig, benchmark: Benchmark) -> list[Question]:
+    if config.limit is not None and config.limit < 1:
+        raise ValueError(f"--limit {config.limit}: at least one question of {benchmark.question_path(config.data_root)}")
+    questions = benchmark.questions(config.data_root)[: config.limit]
+    if not questions:
+        raise ValueError(f"{benchmark.question_path(config.data_root)}: no questions")
+    return questions
+
+
+def _budget(config: RunConfig) -> dict:
+    """The budget arguments for `apply`, after the checks that need no model."""
+    if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
+        raise ValueError(f"--batch-size {config.batch_size}: must be a positive integer")
+    info = method_info(config.method)
+    given = {name: value for name, value in (("keep", config.keep), ("reduction_ratio", config.reduction_ratio))
+             if value is not None}
+    if not info.takes_budget:
+        if given:
+            raise ValueError(f"--method {config.method} keeps every token; it takes no --keep or --reduction-ratio")
+        return {}
+    if not given:
+        raise ValueError(f"--method {config.method} needs a budget: --keep N or --reduction-ratio R")
+    return given
+
+
+def _describe(config: RunConfig) -> str:
+    if config.keep is not None:
+        return f"{config.method} keep {config.keep}"
+    if config.reduction_ratio is not None:
+        return f"{config.method} {config.reduction_ratio:.0%} pruned"
+    return config.method
+
+
+@dataclass
+class _Loaded:
+    vlm: object
+    handle: object
+    expected: int | None  # visual tokens per sample the budget fixes (None: depends on the image)
+
+
+def _load(config: RunConfig, budget: dict, device: str) -> _Loaded:
+    dtype = getattr(torch, config.dtype) if config.dtype else None
+    vlm = load_model(config.model, backend=config.backend, dtype=dtype, device=device)
+    handle = apply(vlm.model, config.method, **budget, **config.options)
+    return _Loaded(vlm, handle, handle.expected_visual_tokens(frames=VIDEO_FRAMES if get_benchmark(config.benchmark).video else None))
+
+
+def _claim(output: Path, config: RunConfig) -> None:
     output.mkdir(parents=True, exist_ok=True)
-    if not saved.exists():
-        saved.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    if not (output / CONFIG).exists():
+        write_atomic(output / CONFIG, json.dumps(asdict(config), indent=2) + "\n")
 
 
 def _chunk(questions: list[Question], count: int, index: int) -> list[Question]:
@@ -125,48 +207,48 @@ def _finished_batches(path: Path) -> set[int]:
     finished = {batch for batch, rows in batches.items() if len(rows) == rows[0]["metadata"]["batch_size"]}
     kept = [row for batch in sorted(finished) for row in batches[batch]]
     if len(kept) != len(lines):
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept), encoding="utf-8")
-        os.replace(temporary, path)
+        write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept))
     return finished
 
 
-def _run_shard(config: RunConfig, benchmark: Benchmark, shard: list[Question], path: Path, device: str,
-               process: int) -> dict:
+def _run_shard(config: RunConfig, benchmark: Benchmark, loaded: _Loaded, shard: list[Question], path: Path,
+               process: int, description: str) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     batches = _batches(shard, config.batch_size)
     finished = _finished_batches(path)
     todo = [(index, batch) for index, batch in enumerate(batches) if index not in finished]
-    stats = {"new_tokens": 0, "generate_seconds": 0.0, "questions": 0}
-    if not todo:
-        return stats
-    dtype = getattr(torch, config.dtype) if config.dtype else None
-    vlm = load_model(config.model, backend=config.backend, dtype=dtype, device=device)
-    takes_budget = method_info(config.method).takes_budget
-    budget = {"keep": config.keep, "reduction_ratio": config.reduction_ratio} if takes_budget else {}
-    handle = apply(vlm.model, config.method, **budget, **config.options)
-    expected = handle.expected_visual_tokens(frames=VIDEO_FRAMES if benchmark.video else None)
+    stats = {"new_tokens": 0, "generate_seconds": 0.0}
+    answered = sum(len(batches[index]) for index in finished)
+    vlm, handle, expected = loaded.vlm, loaded.handle, loaded.expected
     model_id = Path(config.model).name
-    with open(path, "a", encoding="utf-8") as file:
-        for index, batch in tqdm(todo, desc=f"{config.benchmark} [{process}]", unit="batch", disable=process != 0):
-            images = None if batch[0].image is None else [_media(benchmark, config, q) for q in batch]
-            torch.manual_seed(index)  # sampling protocols (video QA) repeat exactly, also when resumed
-            start = time.perf_counter()
-            answers = vlm.generate(images, [q.text for q in batch], max_new_tokens=benchmark.max_new_tokens)
-            stats["generate_seconds"] += time.perf_counter() - start
-            stats["new_tokens"] += vlm.last_new_tokens
-            stats["questions"] += len(batch)
-            visual = handle.last_visual_tokens if images is not None else [0] * len(batch)
-            if images is not None and (len(visual) != len(batch) or (expected is not None and set(visual) != {expected})):
-                raise RuntimeError(
-                    f"questions {[q.question_id for q in batch]}: {visual} visual tokens reached the LLM, but "
-                    f"{config.method} with the requested budget gives {expected} per image; refusing to report it")
-            margins = vlm.last_min_margins  # None entries where the protocol samples
-            rows = [_answer_row(question, answer, model_id, tokens, index, len(batch), margin)
-                    for question, answer, tokens, margin in zip(batch, answers, visual, margins)]
-            file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-            file.flush()
-            os.fsync(file.fileno())
+    progress = tqdm(total=len(shard), initial=answered, desc=description, unit="question", disable=process != 0)
+    try:
+        with open(path, "a", encoding="utf-8") as file:
+            for index, batch in todo:
+                images = None if batch[0].image is None else [_media(benchmark, config, q) for q in batch]
+                torch.manual_seed(index)  # sampling protocols (video QA) repeat exactly, also when resumed
+                start = time.perf_counter()
+                answers = vlm.generate(images, [q.text for q in batch], max_new_tokens=benchmark.max_new_tokens)
+                stats["generate_seconds"] += time.perf_counter() - start
+                stats["new_tokens"] += vlm.last_new_tokens
+                visual = handle.last_visual_tokens if images is not None else [0] * len(batch)
+                if images is not None and (len(visual) != len(batch) or (expected is not None and set(visual) != {expected})):
+                    raise RuntimeError(
+                        f"questions {[q.question_id for q in batch]}: {visual} visual tokens reached the LLM, but "
+                        f"{config.method} with the requested budget gives {expected} per image; refusing to report it")
+                margins = vlm.last_min_margins  # None entries where the protocol samples
+                rows = [_answer_row(question, answer, model_id, tokens, index, len(batch), margin)
+                        for question, answer, tokens, margin in zip(batch, answers, visual, margins)]
+                file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+                file.flush()
+                os.fsync(file.fileno())
+                answered += len(batch)
+                progress.update(len(batch))
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"interrupted after {answered} of {len(shard)} questions"
+                             f"{f' (process {process})' if process else ''}; rerun the same command to resume") from None
+    finally:
+        progress.close()
     return stats
 
 
@@ -199,9 +281,7 @@ def _merge(output: Path, questions: list[Question], shards: int) -> list[dict]:
     rows.sort(key=lambda row: position[row["question_id"]])
     if len(rows) != len(questions):
         raise RuntimeError(f"{output}: {len(rows)} answers for {len(questions)} questions after merging the shards")
-    temporary = output / (ANSWERS + ".tmp")
-    temporary.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    os.replace(temporary, output / ANSWERS)
+    write_atomic(output / ANSWERS, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return rows
 
 
@@ -244,15 +324,15 @@ def _near_ties(answers: list[dict]) -> dict:
     return {"threshold_logits": NEAR_TIE, "count": len(ties), "question_ids": ties[:100]}
 
 
-def _score(config: RunConfig, output: Path) -> None:
+def _score(config: RunConfig, benchmark: Benchmark, output: Path) -> None:
     """metrics.json for benchmarks scored here; video QA only when a judge is configured (OPENAI_API_KEY)."""
-    if get_benchmark(config.benchmark).judge == VIDEO_QA_JUDGE and not os.environ.get(API_KEY_ENV):
+    if benchmark.judge == VIDEO_QA_JUDGE and not os.environ.get(API_KEY_ENV):
         print(f"{output}: answers written; set {API_KEY_ENV} (and {BASE_URL_ENV}) and run `llava-patch score "
               f"{config.benchmark} --answers {output / ANSWERS} --data-root ...` for the judge's metrics")
         return
     metrics = score_answers(config.benchmark, output / ANSWERS, Path(config.data_root), cache=output / "judge_cache.jsonl")
     if metrics is not None:
-        (output / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        write_atomic(output / METRICS, json.dumps(metrics, indent=2) + "\n")
 
 
 def score_answers(benchmark: str, answers: str | Path, data_root: str | Path, cache: str | Path | None = None) -> dict | None:

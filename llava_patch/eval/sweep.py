@@ -8,12 +8,13 @@ checkpoint or data root, a tiny random model on the bundled mini benchmark.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from .. import method_info, methods as registered_methods
 from .benchmarks import get_benchmark
-from .files import read_json
-from .runner import ANSWERS, MANIFEST, METRICS, RunConfig, run
+from .files import read_json, write_atomic
+from .runner import MANIFEST, METRICS, RunConfig, run
 
 RATIOS = (0.75, 0.9, 0.95)
 BENCHMARKS = ("pope", "gqa")  # what the embedded default has questions for
@@ -34,7 +35,11 @@ def reproduce(model: str | None = None, data_root: str | Path | None = None,
     and figure under `output_root`. Without `model` or `data_root`: a tiny random model and the mini
     benchmark, under `output_root`/mini, in float32 (the numbers exercise the pipeline only)."""
     output_root, dtype = Path(output_root), None
-    if model is None or data_root is None:
+    if (model is None) != (data_root is None):
+        given, missing = ("CKPT/--model", "DATA/--data-root") if model is not None else ("DATA/--data-root", "CKPT/--model")
+        raise ValueError(f"{given} is set but {missing} is not: set both for a real sweep, neither for the bundled "
+                         "tiny model and mini benchmark")
+    if model is None:
         output_root = output_root / "mini"
         model, data_root = _embedded_default(output_root)
         dtype = "float32"
@@ -56,17 +61,15 @@ def sweep(model: str, data_root: Path, output_root: Path, benchmarks: list[str],
         if info.takes_budget and not info.takes_reduction_ratio:
             raise ValueError(f"method {method!r} takes keep = {', '.join(map(str, info.budgets))} only; "
                              "the sweep runs reduction ratios")
+    settings = [(benchmark, method, ratio) for benchmark in benchmarks for method in methods
+                for ratio in (ratios if method_info(method).takes_budget else [0.0])]
     rows = []
-    for benchmark in benchmarks:
-        for method in methods:
-            takes_budget = method_info(method).takes_budget
-            for ratio in (ratios if takes_budget else [0.0]):
-                output = output_root / benchmark / f"{method}-{ratio:g}"
-                if not (output / ANSWERS).exists():
-                    run(RunConfig(model=model, benchmark=benchmark, data_root=str(data_root), output_dir=str(output),
-                                  backend=backend, method=method, reduction_ratio=ratio if takes_budget else None,
-                                  batch_size=batch_size, dtype=dtype, limit=limit))
-                rows.append(_row(benchmark, method, ratio, output))
+    for number, (benchmark, method, ratio) in enumerate(settings, start=1):
+        output = output_root / benchmark / f"{method}-{ratio:g}"
+        run(RunConfig(model=model, benchmark=benchmark, data_root=str(data_root), output_dir=str(output),
+                      backend=backend, method=method, reduction_ratio=ratio if method_info(method).takes_budget else None,
+                      batch_size=batch_size, dtype=dtype, limit=limit), label=f"run {number}/{len(settings)}")
+        rows.append(_row(benchmark, method, ratio, output))
     _write_tables(rows, output_root)
     _plot(rows, output_root / "retention")
     return rows
@@ -82,16 +85,17 @@ def _row(benchmark: str, method: str, ratio: float, output: Path) -> dict:
 
 
 def _write_tables(rows: list[dict], output_root: Path) -> None:
-    with open(output_root / "results.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(output_root / "results.csv", table.getvalue())
     lines = ["| benchmark | method | pruned | visual tokens (mean) | metric | value |", "|---|---|---|---|---|---|"]
     for row in rows:
         value = "—" if row["value"] is None else f"{row['value']:.4g}"
         lines.append(f"| {row['benchmark']} | {row['method']} | {row['reduction_ratio']:.0%} | "
                      f"{row['visual_tokens_mean']:.1f} | {row['metric']} | {value} |")
-    (output_root / "results.md").write_text("\n".join(lines) + "\n")
+    write_atomic(output_root / "results.md", "\n".join(lines) + "\n")
 
 
 def _plot(rows: list[dict], path: Path) -> None:

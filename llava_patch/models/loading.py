@@ -13,6 +13,7 @@ Both get token ids from `llava_patch.models.prompting`, so their text tokens are
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -229,12 +230,29 @@ def load_model(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
     source = str(path_or_id)
+    check_checkpoint_path(source)
     if backend == "hf":
         return _load_hf(source, dtype, device)
     return _load_llava(source, dtype, device)
 
 
 HF_MODEL_TYPES = ("llava", "llava_next", "video_llava")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def check_checkpoint_path(source: str) -> None:
+    """A checkpoint that looks like a local path must exist: it starts with "." "/" or "~", its parent
+    folder exists, or it is not a hub id (owner/name). Otherwise a typo would be sent to the hub
+    (a wait on network retries, then the hub's message about repo ids)."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise NotADirectoryError(f"{source}: not a checkpoint directory")
+        return
+    looks_local = (source.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(source)
+                   or (path.parent != Path(".") and path.parent.exists()))
+    if looks_local:
+        raise FileNotFoundError(f"{source}: no such checkpoint directory")
 
 
 def _load_hf(source: str, dtype: torch.dtype, device: str) -> VLM:

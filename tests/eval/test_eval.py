@@ -118,8 +118,8 @@ def test_bad_inputs_are_named_and_results_are_never_overwritten(tiny_original, m
     done = tmp_path / "done"
     run(_config(tiny_original, minibench, done, limit=2))
     before = (done / "answers.jsonl").read_bytes()
-    with pytest.raises(FileExistsError, match="this run is complete; choose a new --output-dir"):
-        run(_config(tiny_original, minibench, done, limit=2))
+    run(_config(tiny_original, minibench, done, limit=2))  # the same settings again: complete, nothing to do
+    assert (done / "answers.jsonl").read_bytes() == before
     with pytest.raises(ValueError, match="holds a run with other settings"):
         (done / "answers.jsonl").rename(done / "kept.jsonl")
         run(_config(tiny_original, minibench, done, limit=2, method="vtc_cls"))
