@@ -12,7 +12,8 @@ STAMP := $(VENV)/.installed
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
-# The main job: every method and budget on one image (ARGS="--model DIR_OR_ID --image FILE").
+# A smoke test: every method and budget on one image, what reached the LLM, the answer
+# (ARGS="--model DIR_OR_ID --image FILE"; none: a tiny random model).
 demo: $(STAMP)
 	$(VENV)/bin/python -m llava_patch.cli demo $(ARGS)
 

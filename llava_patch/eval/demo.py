@@ -26,10 +26,17 @@ from ..models.tiny import build_tiny_llava, random_image
 RATIOS = (0.75, 0.9, 0.95)
 
 
-def demo_settings() -> list[tuple[str, dict]]:
-    """The unpruned model, then every method that takes a reduction ratio at each of RATIOS."""
-    pruning = [name for name in methods() if method_info(name).takes_reduction_ratio]
-    return [("none", {})] + [(name, {"reduction_ratio": ratio}) for name in pruning for ratio in RATIOS]
+def demo_settings(num_patches: int, variable_counts: bool = True) -> list[tuple[str, dict]]:
+    """The unpruned model, then every method: at each of RATIOS, or at each of its own budgets below
+    `num_patches` (PruMerge+'s 64/128/256 on a 576-patch tower) where the model takes per-image counts."""
+    settings: list[tuple[str, dict]] = [("none", {})]
+    for name in methods():
+        info = method_info(name)
+        if info.takes_reduction_ratio:
+            settings += [(name, {"reduction_ratio": ratio}) for ratio in RATIOS]
+        elif info.budgets and (variable_counts or not info.variable_count):
+            settings += [(name, {"keep": keep}) for keep in info.budgets if keep < num_patches]
+    return settings
 
 
 def run_demo(model: str | None, image: str | None, question: str = "Describe the image briefly.",
@@ -44,9 +51,11 @@ def run_demo(model: str | None, image: str | None, question: str = "Describe the
     if model is not None:
         rows = _run(_load(model, backend, device), picture, question, max_new_tokens, device)
     else:
-        with tempfile.TemporaryDirectory(prefix="llava-patch-demo-") as scratch:
-            print("no --model given: a tiny random LLaVA built from configs; its answers are meaningless")
-            rows = _run(_load(str(build_tiny_llava(Path(scratch))), "hf", device), picture, question, max_new_tokens, device)
+        with tempfile.TemporaryDirectory(prefix="llava-patch-demo-") as scratch:  # removed afterwards
+            print("no --model given: a tiny random LLaVA built from configs (LLaVA-1.5's 336-px, 576-patch tower "
+                  "geometry on tiny widths); its answers are meaningless")
+            tiny = build_tiny_llava(Path(scratch), image_size=336, patch_size=14)
+            rows = _run(_load(str(tiny), "hf", device), picture, question, max_new_tokens, device)
     if output:
         with open(output, "x") as file:
             file.writelines(json.dumps(row) + "\n" for row in rows)
@@ -72,19 +81,22 @@ def _load(path: str, backend: str, device: str) -> VLM:
 def _run(vlm: VLM, image: Image.Image, question: str, max_new_tokens: int, device: str) -> list[dict]:
     print(f"device={device} dtype={vlm.model.dtype} torch={torch.__version__}; greedy generate, "
           f"max_new_tokens={max_new_tokens}; wall time of one call after one warm-up call")
+    with apply(vlm.model, "none") as handle:
+        num_patches, variable_counts = handle.adapter.num_patches, handle.adapter.accepts_variable_counts
     rows = []
-    for method, budget in demo_settings():
+    for method, budget in demo_settings(num_patches, variable_counts):
         with apply(vlm.model, method, **budget) as handle:
             vlm.generate([image], [question], max_new_tokens)  # warm-up
             _synchronize(device)
             start = time.perf_counter()
             answer = vlm.generate([image], [question], max_new_tokens)[0]
             _synchronize(device)
-            row = {"method": method, "reduction_ratio": budget.get("reduction_ratio", 0.0),
-                   "visual_tokens_to_llm": handle.last_visual_tokens[0],
+            row = {"method": method, "reduction_ratio": budget.get("reduction_ratio", 0.0 if not budget else None),
+                   "keep": budget.get("keep"), "visual_tokens_to_llm": handle.last_visual_tokens[0],
                    "seconds": round(time.perf_counter() - start, 4), "answer": answer}
         rows.append(row)
-        print(f"{method:13s} R={row['reduction_ratio']:<5} tokens={row['visual_tokens_to_llm']:4d} "
+        setting = f"keep={row['keep']}" if row["keep"] else f"R={row['reduction_ratio']}"
+        print(f"{method:13s} {setting:9s} tokens={row['visual_tokens_to_llm']:4d} "
               f"time={row['seconds']:.3f}s  {row['answer']!r}")
     return rows
 
