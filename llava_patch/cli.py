@@ -59,13 +59,14 @@ def _reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.75, 0.9, 0.95])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--limit", type=int, help="only the first N questions of each benchmark")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 for the tiny default model)")
 
 
 def _reproduce(args: argparse.Namespace) -> int:
     from .eval.sweep import reproduce
 
     reproduce(args.model, args.data_root, Path(args.output_root), args.benchmarks, args.methods, args.ratios,
-              args.backend, args.batch_size, args.limit)
+              args.backend, args.batch_size, args.limit, args.threads)
     return 0
 
 

@@ -1,7 +1,15 @@
 """Tiny checkpoints built from configs for every test (no download ever)."""
 
+import os
+
+# The tiny models' matrices are too small to share across threads: one intra-op thread runs them
+# several times faster on a 2-core host (5× under load). Subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 import torch
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 from llava_patch.models.tiny import build_tiny_llava, load
 
