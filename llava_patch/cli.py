@@ -77,6 +77,8 @@ def _score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--submission", help="for server-scored benchmarks (vqav2, vizwiz, mmbench(_cn) test, mmvet): "
                                              "write the upload file here (a new file)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="score questions without an answer as wrong (the metrics count them) instead of refusing")
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -84,9 +86,9 @@ def _score(args: argparse.Namespace) -> int:
     from .eval.scoring import write_submission
 
     if args.submission:
-        print(f"wrote {write_submission(args.benchmark, args.answers, args.data_root, args.submission)}")
+        print(f"wrote {write_submission(args.benchmark, args.answers, args.data_root, args.submission, args.allow_partial)}")
         return 0
-    metrics = score_answers(args.benchmark, args.answers, args.data_root)
+    metrics = score_answers(args.benchmark, args.answers, args.data_root, allow_partial=args.allow_partial)
     if metrics is None:
         raise ValueError(f"{args.benchmark} is scored by its server: pass --submission FILE for its upload file")
     print(json.dumps(metrics, indent=2))

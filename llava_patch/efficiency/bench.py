@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+from tqdm import tqdm
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 from .. import apply, method_info, methods
@@ -57,6 +59,19 @@ def measured_methods() -> list[str]:
     return unpruned + [method_info(name).name for name in PRUNING_METHODS]
 
 
+def measured_settings(batch_sizes: list[int]) -> list[tuple[int, str, float]]:
+    """(batch, method, reduction ratio) of every measured language-model setting, in the order run."""
+    return [(batch, method, ratio) for batch in batch_sizes for method in measured_methods()
+            for ratio in (RATIOS if method_info(method).takes_budget else [0.0])]
+
+
+def progress_bar(batch_sizes: list[int], tower: bool = True) -> tqdm:
+    """The bar `run` shows on stderr: one step per setting, plus the vision tower and throughput
+    measurements (and the tower truncation when `tower`); its description names the current step."""
+    return tqdm(total=len(measured_settings(batch_sizes)) + 2 + int(tower), desc="bench", unit="step", file=sys.stderr,
+                dynamic_ncols=True)
+
+
 def defaults(gpu: bool) -> dict:
     """`run`'s arguments but `output`, as `llava-patch bench` defaults them on a GPU or on the CPU."""
     return {"model": "llava-1.5-7b" if gpu else "cpu-small", "device": "cuda" if gpu else "cpu",
@@ -76,8 +91,12 @@ def run(model: str, device: str, batch_sizes: list[int], repeats: int, warmup: i
     if model not in CONFIGS:
         raise ValueError(f"unknown benchmark model {model!r}; known: {', '.join(CONFIGS)}")
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    result = run_benchmark(model, device, dtype, batch_sizes, repeats, warmup, new_tokens, text_tokens, throughput_prompts)
-    result["tower_truncation"] = tower_truncation(device, dtype, repeats=repeats, warmup=warmup, sizes=tower_sizes)
+    with progress_bar(batch_sizes) as progress:
+        result = run_benchmark(model, device, dtype, batch_sizes, repeats, warmup, new_tokens, text_tokens,
+                               throughput_prompts, progress=progress)
+        progress.set_description("tower truncation (full-size tower)" if tower_sizes is None else "tower truncation")
+        result["tower_truncation"] = tower_truncation(device, dtype, repeats=repeats, warmup=warmup, sizes=tower_sizes)
+        progress.update()
     return write_results(result, output)
 
 
@@ -192,10 +211,18 @@ def tower_truncation(device: str, dtype: torch.dtype, batch_size: int = 1, repea
 
 
 def run_benchmark(name: str, device: str, dtype: torch.dtype, batch_sizes: list[int], repeats: int, warmup: int,
-                  new_tokens: int, text_tokens: int, throughput_prompts: int) -> dict:
+                  new_tokens: int, text_tokens: int, throughput_prompts: int, progress: tqdm | None = None) -> dict:
+    """The measurements of `run` but the tower truncation; `progress` (a `progress_bar(batch_sizes, tower=False)`
+    when None) names each step as it starts and counts it when done."""
+    if progress is None:
+        with progress_bar(batch_sizes, tower=False) as own:
+            return run_benchmark(name, device, dtype, batch_sizes, repeats, warmup, new_tokens, text_tokens,
+                                 throughput_prompts, progress=own)
+    progress.set_description(f"building {name}")
     model = build_model(name, dtype, device)
     spec = spec_from_config(model.config, name)
     rows, tower = [], model.model.vision_tower
+    progress.set_description("vision tower, batch 1")
     with torch.inference_mode():
         one = _inputs(1, text_tokens, device, dtype)
         calls = _tower_calls(tower, one["pixel_values"])
@@ -214,13 +241,18 @@ def run_benchmark(name: str, device: str, dtype: torch.dtype, batch_sizes: list[
             "reference_peak_bytes": _peak_memory(device, lambda: reference_vision(model, one["pixel_values"])),
             "ours_peak_bytes": _peak_memory(device, calls["stopped"]),
         }
-        for batch in batch_sizes:
-            inputs = _inputs(batch, text_tokens, device, dtype)
-            for method in measured_methods():
-                for ratio in (RATIOS if method_info(method).takes_budget else [0.0]):
-                    rows.append(_measure_setting(model, spec, method, ratio, batch, inputs, device, warmup, repeats,
-                                                 new_tokens, text_tokens))
+        progress.update()
+        inputs = {}
+        for batch, method, ratio in measured_settings(batch_sizes):
+            progress.set_description(f"{method}{f' {ratio:.0%} pruned' if method_info(method).takes_budget else ''}, batch {batch}")
+            if batch not in inputs:
+                inputs = {batch: _inputs(batch, text_tokens, device, dtype)}
+            rows.append(_measure_setting(model, spec, method, ratio, batch, inputs[batch], device, warmup, repeats,
+                                         new_tokens, text_tokens))
+            progress.update()
+        progress.set_description(f"throughput, {throughput_prompts} prompts")
         throughput = _throughput(model, spec, device, dtype, throughput_prompts, text_tokens, new_tokens, max(batch_sizes))
+        progress.update()
     return {
         "what": __doc__.split("\n\n")[0], "model": name, "device": _device_name(device), "dtype": str(dtype),
         "torch": torch.__version__, "repeats": repeats, "warmup": warmup, "new_tokens": new_tokens,

@@ -70,24 +70,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .benchmarks import get_benchmark
-    from .files import read_json
-    from .runner import METRICS, RunConfig, run
+    """The run prints one line at its end (its headline number, measured tokens and folder, or that it
+    was already complete); the manifest stays in its file."""
+    from .runner import RunConfig, run
 
-    manifest = run(RunConfig(
+    run(RunConfig(
         model=args.model, benchmark=args.benchmark, data_root=args.data_root, output_dir=args.output_dir,
         backend=args.backend, method=args.method, options=parse_options(args.option), keep=args.keep,
         reduction_ratio=args.reduction_ratio, batch_size=args.batch_size, limit=args.limit, dtype=args.dtype,
     ))
-    if manifest:  # process 0: one summary; the details stay in the run's files
-        headline = get_benchmark(args.benchmark).headline
-        metrics_file = Path(args.output_dir) / METRICS
-        value = read_json(metrics_file).get(headline) if metrics_file.exists() else None
-        tokens = manifest["measured_visual_tokens"]
-        print(f"{args.benchmark} {headline}: {'—' if value is None else f'{value:.4g}'} "
-              f"({manifest['questions']} questions); visual tokens per sample measured "
-              + (f"{tokens['min']}/{tokens['mean']:.1f}/{tokens['max']} (min/mean/max)" if tokens else "none")
-              + f"; outputs in {args.output_dir}")
     return 0
 
 

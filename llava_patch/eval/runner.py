@@ -64,17 +64,19 @@ def run(config: RunConfig, label: str | None = None) -> dict:
     the metrics. Everything is checked before the output folder is created, and every output is
     written atomically. `label` (e.g. "run 3/19") goes into the progress bar.
     """
+    from accelerate import PartialState
+
     benchmark = get_benchmark(config.benchmark)
     output = Path(config.output_dir)
     status = _status(output, config, benchmark)
+    state = PartialState(cpu=not torch.cuda.is_available())  # CPU-only hosts shard over gloo
     if status == COMPLETE:
+        if not state.is_main_process:
+            return {}
         print(f"{output}: complete ({', '.join(_outputs(config, benchmark))}); nothing to do")
         return read_json(output / MANIFEST)
     questions = _questions(config, benchmark)
     budget = _budget(config)
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())  # CPU-only hosts shard over gloo
     started = time.perf_counter()
     stats = {"new_tokens": 0, "generate_seconds": 0.0}
     if status != ANSWERED:
@@ -93,8 +95,19 @@ def run(config: RunConfig, label: str | None = None) -> dict:
         row for _, row in read_jsonl(output / ANSWERS)]
     manifest = _manifest(config, benchmark, answers, stats, time.perf_counter() - started, state)
     write_atomic(output / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-    _score(config, benchmark, output)
+    metrics = _score(config, benchmark, output)
+    print(_summary(config, benchmark, manifest, metrics))
     return manifest
+
+
+def _summary(config: RunConfig, benchmark: Benchmark, manifest: dict, metrics: dict | None) -> str:
+    """One line: the headline number, the visual tokens measured, where the outputs are."""
+    value = (metrics or {}).get(benchmark.headline)
+    tokens = manifest["measured_visual_tokens"]
+    measured = f"{tokens['min']}/{tokens['mean']:.1f}/{tokens['max']} (min/mean/max)" if tokens else "none"
+    return (f"{config.benchmark} {benchmark.headline}: {'—' if value is None else f'{value:.4g}'} "
+            f"({manifest['questions']} questions); visual tokens per sample measured {measured}; "
+            f"outputs in {config.output_dir}")
 
 
 NEW, PARTIAL, ANSWERED, COMPLETE = "new", "partial", "answered", "complete"
@@ -324,21 +337,28 @@ def _near_ties(answers: list[dict]) -> dict:
     return {"threshold_logits": NEAR_TIE, "count": len(ties), "question_ids": ties[:100]}
 
 
-def _score(config: RunConfig, benchmark: Benchmark, output: Path) -> None:
+def _score(config: RunConfig, benchmark: Benchmark, output: Path) -> dict | None:
     """metrics.json for benchmarks scored here; video QA only when a judge is configured (OPENAI_API_KEY)."""
     if benchmark.judge == VIDEO_QA_JUDGE and not os.environ.get(API_KEY_ENV):
         print(f"{output}: answers written; set {API_KEY_ENV} (and {BASE_URL_ENV}) and run `llava-patch score "
               f"{config.benchmark} --answers {output / ANSWERS} --data-root ...` for the judge's metrics")
-        return
-    metrics = score_answers(config.benchmark, output / ANSWERS, Path(config.data_root), cache=output / "judge_cache.jsonl")
+        return None
+    # A --limit run answers the first N questions only: the rest are scored as wrong, and the metrics say
+    # how many (`n_missing`); its numbers check the pipeline, not the model.
+    metrics = score_answers(config.benchmark, output / ANSWERS, Path(config.data_root), cache=output / "judge_cache.jsonl",
+                            allow_partial=config.limit is not None)
     if metrics is not None:
         write_atomic(output / METRICS, json.dumps(metrics, indent=2) + "\n")
+    return metrics
 
 
-def score_answers(benchmark: str, answers: str | Path, data_root: str | Path, cache: str | Path | None = None) -> dict | None:
+def score_answers(benchmark: str, answers: str | Path, data_root: str | Path, cache: str | Path | None = None,
+                  allow_partial: bool = False) -> dict | None:
     """Metrics of an answers file, as the benchmark's record says: its local scorer, or an LLM judge —
     video QA, and MM-Vet's GPT grader when OPENAI_API_KEY is set — cached per question in `cache`
-    (default beside the answers). None for benchmarks scored by a server (write their submission files)."""
+    (default beside the answers). None for benchmarks scored by a server (write their submission files).
+    A local scorer refuses an answers file that misses questions unless `allow_partial` (they count as
+    wrong, and the metrics say how many)."""
     from . import scoring
 
     record, answers = get_benchmark(benchmark), Path(answers)
@@ -356,4 +376,4 @@ def score_answers(benchmark: str, answers: str | Path, data_root: str | Path, ca
                     "answer": truth[f"v1_{row['question_id']}"]["answer"], "pred": row["text"]}
                    for _, row in read_jsonl(answers)]
         return grade_mmvet(records, OpenAIChatClient(), cache)
-    return scoring.score(record.scorer, answers, Path(data_root)) if record.scorer else None
+    return scoring.score(record.scorer, answers, Path(data_root), allow_partial=allow_partial) if record.scorer else None

@@ -15,8 +15,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from ..plotting import save_figure
-from .published import NO_IMAGE, UNPRUNED, load_published
-from .tables import build_tables, column_title, reproduced_results
+from .published import NO_IMAGE, UNPRUNED
+from .tables import column_title, tables_with_runs
 
 PRUNED_METHODS_ORDER = ("fastv", "fitprune", "sparsevlm", "prumerge_plus", "fastervlm", "vtc_cls")
 
@@ -90,7 +90,9 @@ def benchmark_figure(table: dict, paper: str, model: str):
 
 
 def write_figures(output: str | Path, runs_root: str | Path | None = None, published_csv: str | Path | None = None) -> list[Path]:
-    tables = build_tables(load_published(published_csv), reproduced_results(runs_root) if runs_root else [])
+    """The retention figures of the published numbers and the runs under `runs_root` (a directory;
+    see `tables_with_runs`) under `output`."""
+    tables = tables_with_runs(runs_root, published_csv)
     output = Path(output)
     paths = save_figure(retention_figure(tables), output / "retention")
     paths += save_figure(retention_figure(tables, relative=True), output / "retention_relative")

@@ -13,6 +13,7 @@ the records' display names.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +49,15 @@ def column_title(paper: str, benchmark: str) -> str:
 
 def reproduced_results(runs_root: str | Path) -> list[dict]:
     """One record per finished evaluation run under `runs_root` that has metrics: its published model
-    (None where the checkpoint is none of the papers'), method, benchmark record, tokens and values."""
+    (None where the checkpoint is none of the papers'), method, benchmark record, tokens and values.
+    `runs_root` must be a directory (FileNotFoundError naming it); one without a finished run says so
+    in one line on stderr."""
+    root = Path(runs_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: {'not a directory' if root.exists() else 'no such directory'} "
+                                "(the runs: a directory holding evaluation runs)")
     results = []
-    for manifest_path in sorted(Path(runs_root).rglob("manifest.json")):
+    for manifest_path in sorted(root.rglob("manifest.json")):
         metrics_path = manifest_path.with_name("metrics.json")
         if not metrics_path.exists():
             continue
@@ -62,7 +69,23 @@ def reproduced_results(runs_root: str | Path) -> list[dict]:
                         "benchmark": manifest["benchmark"], "tokens": tokens,
                         "values": _headline_values(get_benchmark(manifest["benchmark"]), metrics),
                         "run": str(manifest_path.parent)})
+    if not results:
+        print(f"{root}: no finished evaluation run (manifest.json with metrics.json) under it; "
+              "only published numbers are shown", file=sys.stderr)
     return results
+
+
+def tables_with_runs(runs_root: str | Path | None = None, published_csv: str | Path | None = None) -> dict:
+    """`build_tables` of the published numbers and the runs under `runs_root` (none: published only).
+    Finished runs none of which matches a published cell (model, method, benchmark, tokens) are named
+    in one line on stderr: the tables then show published numbers only."""
+    reproduced = reproduced_results(runs_root) if runs_root else []
+    tables = build_tables(load_published(published_csv), reproduced)
+    matched = any(cell.reproduced is not None for table in tables.values() for cell in table["cells"].values())
+    if reproduced and not matched:
+        print(f"{runs_root}: {len(reproduced)} finished run(s), none of a published model, method, benchmark and "
+              "token count; only published numbers are shown", file=sys.stderr)
+    return tables
 
 
 def _headline_values(benchmark: Benchmark, metrics: dict) -> dict[str | None, float]:
@@ -178,13 +201,13 @@ def render_latex(paper: str, model: str, table: dict, tolerance: float = 0.015) 
 
 def write_tables(output: str | Path, runs_root: str | Path | None = None, published_csv: str | Path | None = None,
                  tolerance: float = 0.015) -> list[Path]:
-    """Render every (paper, model) table as `<paper>_<model>.md` and `.tex` under `output`."""
-    published = load_published(published_csv)
-    reproduced = reproduced_results(runs_root) if runs_root else []
+    """Render every (paper, model) table as `<paper>_<model>.md` and `.tex` under `output`, with the
+    reproduced values of the runs under `runs_root` (see `tables_with_runs`)."""
+    tables = tables_with_runs(runs_root, published_csv)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     written = []
-    for (paper, model), table in build_tables(published, reproduced).items():
+    for (paper, model), table in tables.items():
         for suffix, render in ((".md", render_markdown), (".tex", render_latex)):
             path = output / f"{paper}_{model}{suffix}"
             path.write_text(render(paper, model, table, tolerance), encoding="utf-8")

@@ -50,10 +50,16 @@ def test_the_reference_approach_materialises_every_layers_attention_maps():
     assert model.model.vision_tower.config._attn_implementation == "sdpa"  # restored
 
 
-def test_the_benchmark_runs_end_to_end_and_writes_well_formed_results(tmp_path):
+def test_the_benchmark_runs_end_to_end_and_writes_well_formed_results(tmp_path, capsys):
     tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4)
     paths = bench.run(model="tiny", device="cpu", batch_sizes=[1, 2], repeats=1, warmup=0, new_tokens=2, text_tokens=10,
                       throughput_prompts=2, output=tmp_path / "out", tower_sizes=tower)
+    progress = capsys.readouterr()  # a bar on stderr naming each step; nothing on stdout
+    assert progress.out == ""
+    steps = 2 * (1 + 3 * 3) + 3  # the settings, the vision tower, the throughput, the tower truncation
+    for step in ("vision tower, batch 1", "none, batch 1", "fastervlm 95% pruned, batch 2", "fastv 75% pruned, batch 2",
+                 "throughput, 2 prompts", "tower truncation", f"{steps}/{steps}"):
+        assert step in progress.err, step
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(saved["settings"]) == 2 * (1 + 3 * 3)
     assert {row["visual_tokens"] for row in saved["settings"] if row["reduction_ratio"] == 0.95} == {29}

@@ -126,7 +126,7 @@ def test_bad_inputs_are_named_and_results_are_never_overwritten(tiny_original, m
     assert (done / "kept.jsonl").read_bytes() == before
 
 
-def test_the_bash_script_runs_one_evaluation_through_accelerate(tiny_original, minibench, tmp_path):
+def test_the_bash_script_runs_one_evaluation(tiny_original, minibench, tmp_path):
     root = Path(__file__).resolve().parents[2]
     environment = {"CKPT": str(tiny_original[0]), "DATA": str(minibench), "RUNS": str(tmp_path / "runs"),
                    "PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)}
@@ -239,8 +239,13 @@ def test_the_score_command_prints_metrics_or_writes_a_submission(tiny_original, 
     from llava_patch import cli
 
     run(_config(tiny_original, minibench, tmp_path / "run", limit=3))
-    assert cli.main(["score", "pope", "--answers", str(tmp_path / "run" / "answers.jsonl"), "--data-root", str(minibench)]) == 0
-    assert "f1_mean" in json.loads(capsys.readouterr().out)
+    capsys.readouterr()
+    score = ["score", "pope", "--answers", str(tmp_path / "run" / "answers.jsonl"), "--data-root", str(minibench)]
+    assert cli.main(score) == 2  # 3 of 12 questions answered
+    assert "9 of 12 questions have no answer" in capsys.readouterr().err
+    assert cli.main([*score, "--allow-partial"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert "f1_mean" in metrics and metrics["n_missing"] == 9
     (tmp_path / "vqav2").mkdir()
     questions = [{"question_id": i, "image": "x.jpg", "text": "q"} for i in range(3)]
     (tmp_path / "vqav2" / "llava_vqav2_mscoco_test2015.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))

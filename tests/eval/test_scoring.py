@@ -222,12 +222,12 @@ def test_gqa_exact_match(tmp_path, gqa_root):
             ("q7", "cat"),  # not balanced: not counted
         ],
     )
-    result = score("gqa", answers, gqa_root)
-    assert result["accuracy"] == pytest.approx(40.0)  # 2 of 5 balanced
+    result = score("gqa", answers, gqa_root, allow_partial=True)  # q5 unanswered: scored as wrong
+    assert result["accuracy"] == pytest.approx(100 / 3)  # 2 of 6 balanced
     assert result["headline"] == result["accuracy"]
     assert result["binary_accuracy"] == pytest.approx(50.0)  # q2 right, q4 wrong
-    assert result["open_accuracy"] == pytest.approx(100 / 3)  # q1 right; q3, q6 wrong
-    assert (result["n_answered"], result["n_questions"]) == (5, 6)
+    assert result["open_accuracy"] == pytest.approx(25.0)  # q1 right; q3, q6 wrong, q5 missing
+    assert (result["n_answered"], result["n_missing"], result["n_questions"]) == (5, 1, 6)
 
 
 # ---------------------------------------------------------------------------------------- TextVQA
@@ -266,9 +266,9 @@ def test_textvqa_accuracy(tmp_path):
             (105, "no", ""),  # matched by TextVQA question id; wrong → 0
         ],
     )
-    result = score("textvqa", answers, root)
-    assert result["accuracy"] == pytest.approx(100 * (1.0 + 0.9 + 0.6 + 0.3 + 0.0) / 5)  # 56.0
-    assert (result["n_answered"], result["n_questions"]) == (5, 6)
+    result = score("textvqa", answers, root, allow_partial=True)  # 106 unanswered: scored as wrong
+    assert result["accuracy"] == pytest.approx(100 * (1.0 + 0.9 + 0.6 + 0.3 + 0.0 + 0.0) / 6)  # 46.67
+    assert (result["n_answered"], result["n_missing"], result["n_questions"]) == (5, 1, 6)
 
     unknown = write_answers(tmp_path / "unknown.jsonl", [("img1", "x", ocr_prompt("What colour is it?", "red"))])
     with pytest.raises(ValueError, match=r"\('img1', 'what colour is it\?'\) .* not in the ground truth"):
@@ -345,7 +345,7 @@ def test_pope_metrics_per_split_and_f1_mean(tmp_path, pope_root):
     )
     assert result["f1_mean"] == pytest.approx((50 + 100 + 200 / 3) / 3)  # 72.22
     assert result["headline"] == result["f1_mean"]
-    assert (result["n_answered"], result["n_questions"]) == (8, 8)
+    assert (result["n_answered"], result["n_missing"], result["n_questions"]) == (8, 0, 8)
 
 
 def test_pope_refuses_misaligned_label_files(tmp_path, pope_root):
@@ -394,6 +394,7 @@ def test_sqa_image_and_overall_accuracy(tmp_path):
             "p5": problem(0, 2, None),
             "p6": problem(0, 2, "image.png"),  # unanswered
             "p7": problem(0, 2, "image.png"),  # train split
+            "p8": problem(0, 2, "image.png"),  # in no split
         },
     )
     write_json(root / "scienceqa" / "pid_splits.json", {"train": ["p7"], "test": ["p1", "p2", "p3", "p4", "p5", "p6"]})
@@ -405,18 +406,23 @@ def test_sqa_image_and_overall_accuracy(tmp_path):
             ("p3", "A. c0"),  # image, wrong (answer C)
             ("p4", "B."),  # no image, right
             ("p5", "I think it's A"),  # no image, no letter → wrong
+            ("p7", "B"),  # train split: ignored, as eval_science_qa.py does
         ],
     )
-    result = score("sqa_img", answers, root)
-    assert result["image_accuracy"] == pytest.approx(200 / 3)  # 2 of 3 image questions
+    result = score("sqa_img", answers, root, allow_partial=True)  # p6 unanswered: scored as wrong
+    assert result["image_accuracy"] == pytest.approx(50.0)  # 2 of 4 image questions
     assert result["headline"] == result["image_accuracy"]
-    assert result["accuracy"] == pytest.approx(60.0)  # 3 of 5
-    assert (result["n_image_answered"], result["n_answered"]) == (3, 5)
+    assert result["accuracy"] == pytest.approx(50.0)  # 3 of 6
+    assert (result["n_image_answered"], result["n_answered"], result["n_missing"]) == (3, 5, 1)
     assert (result["n_image_questions"], result["n_questions"]) == (4, 6)
+    assert result["n_ignored_other_split"] == 1
 
-    train = write_answers(tmp_path / "train.jsonl", [("p7", "A")])
-    with pytest.raises(ValueError, match="'p7' is not in the ground truth"):
-        score("sqa_img", train, root)
+    no_split = write_answers(tmp_path / "no_split.jsonl", [("p1", "B"), ("p8", "A")])
+    with pytest.raises(ValueError, match=r"line 2: question 'p8' is in no split of .*pid_splits\.json"):
+        score("sqa_img", no_split, root, allow_partial=True)
+    unknown = write_answers(tmp_path / "unknown.jsonl", [("p1", "B"), ("p404", "A")])
+    with pytest.raises(ValueError, match=r"line 2: question 'p404' is not in the ground truth .*problems\.json"):
+        score("sqa_img", unknown, root, allow_partial=True)
 
 
 # ---------------------------------------------------------------------------------------- MME
@@ -471,19 +477,19 @@ def test_mme_acc_plus_needs_both_questions_of_an_image(tmp_path, mme_root):
             ("code_reasoning/0020.png", "Yes", f"Will this code print 4? {YES_NO}"),  # right
         ],
     )
-    result = score("mme", answers, mme_root)
-    existence = result["subtasks"]["existence"]  # 3 of 4 right; image 000001 both right, 000002 not
-    assert (existence["acc"], existence["acc_plus"], existence["score"]) == pytest.approx((75.0, 50.0, 125.0))
-    assert (existence["n_answered"], existence["n_questions"]) == (4, 6)
+    result = score("mme", answers, mme_root, allow_partial=True)  # image 000003 unanswered: scored as wrong
+    existence = result["subtasks"]["existence"]  # 3 of 6 right; of 3 images only 000001 both right
+    assert (existence["acc"], existence["acc_plus"], existence["score"]) == pytest.approx((50.0, 100 / 3, 250 / 3))
+    assert (existence["n_answered"], existence["n_missing"], existence["n_questions"]) == (4, 2, 6)
     artwork = result["subtasks"]["artwork"]  # 1 of 2 right; its one image not both right
     assert (artwork["acc"], artwork["acc_plus"], artwork["score"]) == pytest.approx((50.0, 0.0, 50.0))
     assert result["subtasks"]["code_reasoning"]["score"] == pytest.approx(200.0)
     assert set(result["subtasks"]) == {"existence", "artwork", "code_reasoning"}
-    assert result["perception"] == pytest.approx(175.0)  # 125 + 50
+    assert result["perception"] == pytest.approx(250 / 3 + 50)  # 133.33
     assert result["cognition"] == pytest.approx(200.0)
-    assert result["total"] == pytest.approx(375.0)
+    assert result["total"] == pytest.approx(250 / 3 + 250)
     assert result["headline"] == result["perception"]
-    assert (result["n_answered"], result["n_questions"]) == (8, 10)
+    assert (result["n_answered"], result["n_missing"], result["n_questions"]) == (8, 2, 10)
 
 
 def test_mme_unknown_question(tmp_path, mme_root):
@@ -516,15 +522,16 @@ def test_seed_image_accuracy(tmp_path):
     )
     # LLaVA writes integer ids where SEED has digit strings.
     answers = write_answers(tmp_path / "answers.jsonl", [(1, "A"), (2, "B."), (3, "C"), (4, "D")])
-    result = score("seed", answers, root)
-    assert result["image_accuracy"] == pytest.approx(200 / 3)  # 1 and 3 right; "B." is not "B"
+    result = score("seed", answers, root, allow_partial=True)  # 5 unanswered: scored as wrong
+    assert result["image_accuracy"] == pytest.approx(50.0)  # 1 and 3 right of 4; "B." is not "B"
     assert result["headline"] == result["image_accuracy"]
     assert result["video_accuracy"] == pytest.approx(100.0)
-    assert result["accuracy"] == pytest.approx(75.0)
+    assert result["accuracy"] == pytest.approx(60.0)  # 3 of 5
     assert result["per_question_type"] == pytest.approx(
-        {"Scene Understanding": 50.0, "Instance Identity": 100.0, "Action Recognition": 100.0}
+        {"Scene Understanding": 50.0, "Instance Identity": 50.0, "Action Recognition": 100.0}
     )
     assert (result["n_image_answered"], result["n_image_questions"], result["n_answered"], result["n_questions"]) == (3, 4, 4, 5)
+    assert result["n_missing"] == 1
 
 
 # ---------------------------------------------------------------------------------------- MMBench
@@ -573,11 +580,11 @@ def test_mmbench_circular_and_row_accuracy(tmp_path):
             (1000004, "A"),  # wrong → question 4 wrong
         ],
     )
-    result = score("mmbench", answers, root)
-    assert result["row_accuracy"] == pytest.approx(200 / 3)  # 4 of 6 rows
-    assert result["accuracy"] == pytest.approx(50.0)  # questions 0, 1 right; 2, 4 wrong
+    result = score("mmbench", answers, root, allow_partial=True)  # row 3 unanswered: scored as wrong
+    assert result["row_accuracy"] == pytest.approx(400 / 7)  # 4 of 7 rows
+    assert result["accuracy"] == pytest.approx(40.0)  # questions 0, 1 right; 2, 4 wrong; 3 missing
     assert result["headline"] == result["accuracy"]
-    assert (result["n_answered"], result["n_questions"]) == (6, 7)
+    assert (result["n_answered"], result["n_missing"], result["n_questions"]) == (6, 1, 7)
     assert (result["n_circular_answered"], result["n_circular_questions"]) == (4, 5)
 
 
@@ -613,11 +620,11 @@ def test_vqav2_val_accuracy_per_answer_type(tmp_path):
         },
     )
     answers = write_answers(tmp_path / "answers.jsonl", [(1, "two"), (2, "Yes."), (3, "a dog")])
-    result = score("vqav2_val", answers, root)
-    # "two" → "2": 3 agree → 0.9; "Yes." → "yes": 1.0; "a dog" → "dog": 2 agree → 0.6
-    assert result["accuracy"] == pytest.approx(100 * 2.5 / 3)
-    assert result["per_answer_type"] == pytest.approx({"number": 90.0, "other": 60.0, "yes/no": 100.0})
-    assert (result["n_answered"], result["n_questions"]) == (3, 4)
+    result = score("vqav2_val", answers, root, allow_partial=True)  # 4 unanswered: scored as wrong
+    # "two" → "2": 3 agree → 0.9; "Yes." → "yes": 1.0; "a dog" → "dog": 2 agree → 0.6; 4: 0
+    assert result["accuracy"] == pytest.approx(100 * 2.5 / 4)
+    assert result["per_answer_type"] == pytest.approx({"number": 90.0, "other": 30.0, "yes/no": 100.0})
+    assert (result["n_answered"], result["n_missing"], result["n_questions"]) == (3, 1, 4)
 
 
 # ---------------------------------------------------------------------------------------- submissions
@@ -627,6 +634,7 @@ def test_vqav2_submission(tmp_path):
     root = tmp_path / "data"
     questions = [{"question_id": question_id, "image": f"{question_id}.jpg", "text": "?"} for question_id in (11, 12, 13)]
     write_jsonl(root / "vqav2" / "llava_vqav2_mscoco_test2015.jsonl", questions)
+    write_jsonl(root / "vqav2" / "llava_vqav2_mscoco_test-dev2015.jsonl", [questions[0], questions[2]])  # 12: test-std
     answers = write_answers(tmp_path / "answers.jsonl", [(13, "Yes"), (11, "Two dogs.")])
     output = tmp_path / "upload" / "vqav2.json"
     assert write_submission("vqav2", answers, root, output) == output
@@ -689,7 +697,7 @@ def test_mmbench_submission_as_tsv(tmp_path, mmbench_test_root, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_openpyxl)
     answers = write_answers(tmp_path / "answers.jsonl", [(1, "C")])
-    written = write_submission("mmbench", answers, mmbench_test_root, tmp_path / "upload" / "mmbench.xlsx")
+    written = write_submission("mmbench", answers, mmbench_test_root, tmp_path / "upload" / "mmbench.xlsx", allow_partial=True)
     assert written == tmp_path / "upload" / "mmbench.tsv"
     with written.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle, delimiter="\t"))
@@ -699,14 +707,232 @@ def test_mmbench_submission_as_tsv(tmp_path, mmbench_test_root, monkeypatch):
         ["1", "question 1?", "a", "b", "c", "d", "C", "test"],
     ]
     with pytest.raises(FileExistsError):
-        write_submission("mmbench", answers, mmbench_test_root, written)
+        write_submission("mmbench", answers, mmbench_test_root, written, allow_partial=True)
 
 
 def test_mmbench_submission_as_xlsx(tmp_path, mmbench_test_root):
     openpyxl = pytest.importorskip("openpyxl")
     answers = write_answers(tmp_path / "answers.jsonl", [(0, "B")])
-    written = write_submission("mmbench", answers, mmbench_test_root, tmp_path / "mmbench.xlsx")
+    written = write_submission("mmbench", answers, mmbench_test_root, tmp_path / "mmbench.xlsx", allow_partial=True)
     assert written == tmp_path / "mmbench.xlsx"
     sheet = openpyxl.load_workbook(written).active
     assert [cell.value for cell in sheet[1]] == ["index", "question", "A", "B", "C", "D", "prediction", "split"]
     assert sheet.cell(row=2, column=7).value == "B"
+
+
+# ---------------------------------------------------------------------------------------- partial answer files
+
+# Each case: the data root, a partial answer file, how many of how many questions it leaves
+# unanswered and the "first: ..." part of the error (at most five ids, in ground-truth order).
+
+
+def _partial_gqa(tmp_path, request):
+    answers = write_answers(tmp_path / "answers.jsonl", [("q1", "dog"), ("q7", "cat")])  # q7: not balanced, not required
+    return request.getfixturevalue("gqa_root"), answers, 5, 6, "'q2', 'q3', 'q4', 'q5', 'q6'"
+
+
+def _partial_textvqa(tmp_path, request):
+    root = tmp_path / "data"
+    item = {"image_id": "img1", "question": "What?", "answers": ["a"] * 10}
+    write_json(root / "textvqa" / "TextVQA_0.5.1_val.json", {"data": [{**item, "question_id": 1}, {**item, "image_id": "img2", "question_id": 2}]})
+    answers = write_answers(tmp_path / "answers.jsonl", [("img1", "a", f"What?\n{OCR_SUFFIX}")])
+    return root, answers, 1, 2, "'2'"
+
+
+def _partial_pope(tmp_path, request):
+    answers = write_answers(tmp_path / "answers.jsonl", [(1, "Yes")])
+    return request.getfixturevalue("pope_root"), answers, 7, 8, "'2', '3', '4', '5', '6', ..."
+
+
+def _partial_sqa(tmp_path, request):
+    root = tmp_path / "data"
+    problem = {"choices": ["x", "y"], "answer": 0, "image": "image.png"}
+    write_json(root / "scienceqa" / "problems.json", {"p1": problem, "p2": problem, "p3": problem})
+    write_json(root / "scienceqa" / "pid_splits.json", {"train": ["p3"], "test": ["p1", "p2"]})
+    return root, write_answers(tmp_path / "answers.jsonl", [("p1", "A")]), 1, 2, "'p2'"
+
+
+def _partial_mme(tmp_path, request):
+    answers = write_answers(tmp_path / "answers.jsonl", [("code_reasoning/0020.png", "No", f"Will this code print 3? {YES_NO}")])
+    first = "('existence', '000001', 'Is there a dog in this image?'), ('existence', '000001', 'Is there a cat in this image?'), "
+    return request.getfixturevalue("mme_root"), answers, 9, 10, first + "..."  # (only the first two checked)
+
+
+def _partial_seed(tmp_path, request):
+    root = tmp_path / "data"
+    questions = [{"question_id": str(n), "answer": "A", "data_type": "image", "question_type_id": 1} for n in (1, 2, 3)]
+    write_json(root / "seed_bench" / "SEED-Bench.json", {"question_type": {"Scene Understanding": 1}, "questions": questions})
+    return root, write_answers(tmp_path / "answers.jsonl", [(2, "A")]), 2, 3, "'1', '3'"
+
+
+def _partial_mmbench(directory, tsv):
+    def build(tmp_path, request):
+        root = tmp_path / "data"
+        write_mmbench_tsv(root / directory / tsv, [(0, ["x", "y", "nan", "nan"], "A"), (1000000, ["y", "x", "nan", "nan"], "B")])
+        return root, write_answers(tmp_path / "answers.jsonl", [(0, "A")]), 1, 2, "'1000000'"
+
+    return build
+
+
+def _partial_vqav2_val(tmp_path, request):
+    root = tmp_path / "data"
+    annotations = [{"question_id": n, "answer_type": "other", "answers": [{"answer": "x"}] * 10} for n in range(1, 9)]
+    write_json(root / "vqav2" / "v2_mscoco_val2014_annotations.json", {"annotations": annotations})
+    return root, write_answers(tmp_path / "answers.jsonl", [(8, "x")]), 7, 8, "'1', '2', '3', '4', '5', ..."
+
+
+PARTIAL_CASES = {
+    "gqa": _partial_gqa,
+    "textvqa": _partial_textvqa,
+    "pope": _partial_pope,
+    "sqa_img": _partial_sqa,
+    "mme": _partial_mme,
+    "seed": _partial_seed,
+    "mmbench": _partial_mmbench("mmbench", "mmbench_dev_20230712.tsv"),
+    "mmbench_cn": _partial_mmbench("mmbench_cn", "mmbench_dev_cn_20231003.tsv"),
+    "vqav2_val": _partial_vqav2_val,
+}
+
+
+def test_every_scorer_has_a_partial_case():
+    assert sorted(PARTIAL_CASES) == benchmarks()
+
+
+@pytest.mark.parametrize("benchmark", sorted(PARTIAL_CASES))
+def test_missing_answers_are_an_error_unless_allow_partial(tmp_path, request, benchmark):
+    root, answers, n_missing, n_questions, first = PARTIAL_CASES[benchmark](tmp_path, request)
+    with pytest.raises(ValueError) as raised:
+        score(benchmark, answers, root)
+    message = str(raised.value)
+    assert "\n" not in message
+    head = f"{answers}: {n_missing} of {n_questions} questions have no answer (first: "
+    tail = "); pass allow_partial=True (--allow-partial) to score them as wrong"
+    assert message.startswith(head) and message.endswith(tail), message
+    named = message[len(head) : -len(tail)]
+    if first.endswith("..."):  # at most five named, then "..."
+        assert named.startswith(first[: -len("...")]) and named.endswith(", ..."), named
+    else:
+        assert named == first
+
+    result = score(benchmark, answers, root, allow_partial=True)
+    assert (result["n_answered"], result["n_missing"], result["n_questions"]) == (n_questions - n_missing, n_missing, n_questions)
+    assert result["headline"] is not None
+
+
+def test_registered_scorers_take_the_flag(tmp_path, request):
+    from llava_patch.eval.scoring.registry import SCORERS
+
+    root, answers, *_ = _partial_gqa(tmp_path, request)
+    assert SCORERS["gqa"](answers, root, allow_partial=True)["n_missing"] == 5
+    with pytest.raises(ValueError, match="have no answer"):
+        SCORERS["gqa"](answers, root)
+
+
+def test_gqa_half_answered_is_not_a_full_score(tmp_path):
+    # The case: 9 right answers of 18 questions gave headline 100 with no warning.
+    root = tmp_path / "data"
+    questions = {f"q{n}": {"answer": "dog", "isBalanced": True, "types": {"structural": "query"}} for n in range(1, 19)}
+    write_json(root / "gqa" / "data" / "testdev_balanced_questions.json", questions)
+    answers = write_answers(tmp_path / "answers.jsonl", [(f"q{n}", "dog") for n in range(1, 10)])
+    with pytest.raises(ValueError) as raised:
+        score("gqa", answers, root)
+    assert str(raised.value) == (
+        f"{answers}: 9 of 18 questions have no answer (first: 'q10', 'q11', 'q12', 'q13', 'q14', ...); "
+        "pass allow_partial=True (--allow-partial) to score them as wrong"
+    )
+    result = score("gqa", answers, root, allow_partial=True)
+    assert result["headline"] == pytest.approx(50.0)
+    assert (result["n_answered"], result["n_missing"], result["n_questions"]) == (9, 9, 18)
+    complete = write_answers(tmp_path / "complete.jsonl", [(f"q{n}", "dog") for n in range(1, 19)])
+    assert score("gqa", complete, root)["n_missing"] == 0
+
+
+def test_pope_missing_answers_are_wrong_but_not_false_positives(tmp_path, pope_root):
+    # Adversarial split (labels yes, yes, no, no): 1 → TP, 2 and 3 missing, 4 → FP.
+    answers = write_answers(tmp_path / "answers.jsonl", [(1, "Yes"), (4, "Yes"), (5, "Yes"), (6, "No"), (7, "Yes"), (8, "No")])
+    result = score("pope", answers, pope_root, allow_partial=True)
+    adversarial = result["adversarial"]
+    assert (adversarial["tp"], adversarial["fp"], adversarial["tn"], adversarial["fn"]) == (1, 1, 0, 1)  # missing 2: FN
+    assert (adversarial["n_answered"], adversarial["n_missing"]) == (2, 2)
+    assert adversarial["accuracy"] == pytest.approx(25.0)  # 1 of 4
+    assert adversarial["precision"] == pytest.approx(50.0)  # 1 of 2 yes answers
+    assert adversarial["recall"] == pytest.approx(50.0)  # 1 of 2 yes labels
+    assert adversarial["yes_ratio"] == pytest.approx(50.0)  # 2 yes answers of 4 questions
+    assert result["popular"]["f1"] == result["random"]["f1"] == pytest.approx(100.0)
+    assert result["f1_mean"] == pytest.approx((50 + 100 + 100) / 3)
+    assert (result["n_answered"], result["n_missing"], result["n_questions"]) == (6, 2, 8)
+
+
+def test_pope_split_without_answers_counts_under_allow_partial(tmp_path, pope_root):
+    answers = write_answers(tmp_path / "answers.jsonl", [(5, "Yes"), (6, "No"), (7, "Yes"), (8, "No")])  # no adversarial answers
+    result = score("pope", answers, pope_root, allow_partial=True)
+    assert result["adversarial"]["f1"] == 0.0
+    assert result["f1_mean"] == pytest.approx(200 / 3)  # (0 + 100 + 100) / 3, not 100
+
+
+def test_textvqa_repeated_pairs_need_one_answer_each(tmp_path):
+    # TextVQA val repeats a few (image, question) pairs; LLaVA asks each and both answers land on the pair.
+    root = tmp_path / "data"
+    item = {"image_id": "img1", "question": "What?", "answers": ["a"] * 10}
+    write_json(root / "textvqa" / "TextVQA_0.5.1_val.json", {"data": [{**item, "question_id": 1}, {**item, "question_id": 2}]})
+    prompt = f"What?\n{OCR_SUFFIX}"
+    both = write_answers(tmp_path / "both.jsonl", [("img1", "a", prompt), ("img1", "b", prompt)])
+    result = score("textvqa", both, root)
+    assert (result["accuracy"], result["n_answered"], result["n_missing"]) == (pytest.approx(50.0), 2, 0)
+    once = write_answers(tmp_path / "once.jsonl", [("img1", "a", prompt)])
+    with pytest.raises(ValueError, match=r"1 of 2 questions have no answer \(first: '2'\)"):
+        score("textvqa", once, root)
+    thrice = write_answers(tmp_path / "thrice.jsonl", [("img1", "a", prompt)] * 3)
+    with pytest.raises(ValueError, match=r"line 3: question \('img1', 'what\?'\) is answered 3 times but asked 2 times"):
+        score("textvqa", thrice, root)
+
+
+def test_mme_missing_question_fails_its_image_for_acc_plus(tmp_path, mme_root):
+    answers = write_answers(tmp_path / "answers.jsonl", [("code_reasoning/0020.png", "No", f"Will this code print 3? {YES_NO}")])
+    result = score("mme", answers, mme_root, allow_partial=True)
+    code = result["subtasks"]["code_reasoning"]  # 1 of 2 right, the image not both right
+    assert (code["acc"], code["acc_plus"], code["n_answered"], code["n_missing"]) == (50.0, 0.0, 1, 1)
+    assert result["subtasks"]["existence"]["score"] == 0.0  # no answers: every question wrong
+    assert set(result["subtasks"]) == {"existence", "artwork", "code_reasoning"}  # the subtasks with questions
+    assert result["perception"] == 0.0 and result["cognition"] == pytest.approx(50.0)
+
+
+def test_submission_writers_and_missing_answers(tmp_path, mmbench_test_root):
+    # VQAv2: the test-dev questions (the benchmark's question file) must be answered; test-std ones may be blank.
+    root = tmp_path / "data"
+    questions = [{"question_id": question_id, "image": f"{question_id}.jpg", "text": "?"} for question_id in (11, 12, 13)]
+    write_jsonl(root / "vqav2" / "llava_vqav2_mscoco_test2015.jsonl", questions)
+    write_jsonl(root / "vqav2" / "llava_vqav2_mscoco_test-dev2015.jsonl", [questions[0], questions[2]])
+    partial = write_answers(tmp_path / "partial.jsonl", [(11, "yes")])
+    with pytest.raises(ValueError) as raised:
+        write_submission("vqav2", partial, root, tmp_path / "vqav2.json")
+    assert str(raised.value) == (
+        f"{partial}: 1 of 2 questions have no answer (first: '13'); "
+        "pass allow_partial=True (--allow-partial) to upload them blank (the server scores them as wrong)"
+    )
+    assert not (tmp_path / "vqav2.json").exists()
+    output = write_submission("vqav2", partial, root, tmp_path / "vqav2.json", allow_partial=True)
+    assert json.loads(output.read_text()) == [
+        {"question_id": 11, "answer": "yes"}, {"question_id": 12, "answer": ""}, {"question_id": 13, "answer": ""},
+    ]  # fmt: skip
+
+    # Without the test-dev question file, every test2015 question is required.
+    (root / "vqav2" / "llava_vqav2_mscoco_test-dev2015.jsonl").unlink()
+    with pytest.raises(ValueError, match=r"partial\.jsonl: 2 of 3 questions have no answer \(first: '12', '13'\)"):
+        write_submission("vqav2", partial, root, tmp_path / "vqav2-all.json")
+
+    # MMBench test: every row (OpenCompass scores a blank prediction as wrong).
+    answers = write_answers(tmp_path / "mmbench.jsonl", [(1, "C")])
+    with pytest.raises(ValueError, match=r"mmbench\.jsonl: 1 of 2 questions have no answer \(first: '0'\); .*upload them blank"):
+        write_submission("mmbench", answers, mmbench_test_root, tmp_path / "mmbench.tsv")
+    assert not (tmp_path / "mmbench.tsv").exists()
+
+    # VizWiz and MM-Vet: the server / grader needs every answer, so allow_partial does not apply.
+    questions = [{"question_id": number, "image": f"VizWiz_test_0000000{number}.jpg", "text": "?"} for number in (0, 1)]
+    write_jsonl(root / "vizwiz" / "llava_test.jsonl", questions)
+    vizwiz = write_answers(tmp_path / "vizwiz.jsonl", [(1, "no")])
+    with pytest.raises(ValueError, match="leaves 1 VizWiz questions unanswered"):
+        write_submission("vizwiz", vizwiz, root, tmp_path / "vizwiz.json", allow_partial=True)
+    write_jsonl(root / "mm-vet" / "llava-mm-vet.jsonl", [{"question_id": n, "image": "x.png", "text": "?"} for n in (0, 1)])
+    with pytest.raises(ValueError, match="leaves 1 MM-Vet questions unanswered"):
+        write_submission("mmvet", write_answers(tmp_path / "mmvet.jsonl", [(0, "a")]), root, tmp_path / "m.json", allow_partial=True)

@@ -11,7 +11,8 @@ from llava_patch import cli
 from llava_patch.eval.benchmarks import get_benchmark
 from llava_patch.paper.figures import retention_figure, write_figures
 from llava_patch.paper.published import load_published
-from llava_patch.paper.tables import MISSING, build_tables, render_markdown, reproduced_results, write_tables
+from llava_patch.paper.tables import (MISSING, build_tables, render_markdown, reproduced_results, tables_with_runs,
+                                      write_tables)
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -119,3 +120,46 @@ def test_notebooks_are_committed_clean_and_run_top_to_bottom(name, tmp_path, mon
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
     assert any("image/png" in output.get("data", {}) for output in outputs)
+
+
+@pytest.mark.parametrize("command", ["tables", "figures"])
+def test_a_runs_folder_that_does_not_exist_is_named(command, tmp_path, capsys):
+    write = write_tables if command == "tables" else write_figures
+    with pytest.raises(FileNotFoundError, match="nonexistent: no such directory"):
+        write(tmp_path / "out", tmp_path / "nonexistent")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FileNotFoundError, match="file: not a directory"):
+        write(tmp_path / "out", tmp_path / "file")
+    assert not (tmp_path / "out").exists()
+    assert cli.main([command, "--runs", str(tmp_path / "nonexistent"), "--output", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"llava-patch {command}: {tmp_path / 'nonexistent'}: no such directory " \
+        "(the runs: a directory holding evaluation runs)\n"
+
+
+def test_a_runs_folder_without_a_matching_finished_run_says_so_in_one_line(runs, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    (empty / "stopped").mkdir(parents=True)
+    (empty / "stopped" / "manifest.json").write_text("{}")  # answers but no metrics: not finished
+    write_tables(tmp_path / "tables", empty)
+    assert capsys.readouterr().err == f"{empty}: no finished evaluation run (manifest.json with metrics.json) " \
+                                      "under it; only published numbers are shown\n"
+    tables_with_runs(empty)  # what write_figures reads too (drawing them is slow)
+    assert capsys.readouterr().err.count("no finished evaluation run") == 1
+    other = tmp_path / "other"
+    _fake_run(other, "e", "/ckpt/tiny", None, "fastervlm", "gqa", 29, 1.00)  # none of the papers' models
+    write_tables(tmp_path / "tables-other", other)
+    assert capsys.readouterr().err == f"{other}: 1 finished run(s), none of a published model, method, benchmark and " \
+                                      "token count; only published numbers are shown\n"
+    write_tables(tmp_path / "tables-runs", runs)  # runs that fill cells: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+def test_jupyter_nbconvert_is_installed_with_the_test_extras():
+    """The notebooks are run with `jupyter nbconvert --to notebook --execute` (nbconvert is a test extra)."""
+    import subprocess
+    import sys
+
+    jupyter = Path(sys.executable).parent / "jupyter"
+    finished = subprocess.run([str(jupyter), "nbconvert", "--version"], capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0 and finished.stdout.strip().startswith("7."), finished.stderr

@@ -8,8 +8,20 @@
 docs/Evaluation.md says); each benchmark's record in `llava_patch.eval.benchmarks` names its files
 below it, and its module documents them. Metrics are in
 percent (MME: sums of percentages) and every result has a "headline" entry, the number the papers'
-tables report, plus "n_answered" / "n_questions": scores are over the answered questions, so a
-partial answer file gives a partial score, not an error.
+tables report, plus "n_answered" / "n_missing" / "n_questions".
+
+Incomplete answer files. A question of the benchmark with no answer is a ValueError naming the answer
+file, how many are missing and the first few (one line: "<answers>: 9 of 18 questions have no answer
+(first: 'q10', 'q11', ...); pass allow_partial=True (--allow-partial) to score them as wrong"), unless
+`allow_partial=True`: then the unanswered questions are scored as wrong, every metric (the headline
+included) is over all the questions, as LLaVA's official scripts compute it where they iterate over
+the questions, and "n_missing" says how many were unanswered. Answers to questions outside the ground
+truth, or answered twice, are ValueErrors either way (SQA-IMG ignores, like LLaVA, answers to problems
+of the other ScienceQA splits and counts them in "n_ignored_other_split").
+
+Submission writers: VQAv2 (the test-dev questions; test-std ones are uploaded blank) and MMBench(-CN)
+test refuse missing answers unless `allow_partial=True`, which uploads them blank (the server scores a
+blank as wrong); VizWiz and MM-Vet refuse them always (the server / the grader needs every answer).
 
 One module per benchmark, registered by name with `registry.scorer` / `registry.submission_writer`
 and imported by name below, so adding a benchmark is its record (which names its scorer), its module
@@ -35,28 +47,33 @@ def submission_benchmarks() -> list[str]:
     return sorted(SUBMISSION_WRITERS)
 
 
-def score(benchmark: str, answers_file: Path, data_root: Path) -> dict[str, Any]:
+def score(benchmark: str, answers_file: Path, data_root: Path, allow_partial: bool = False) -> dict[str, Any]:
     """JSON-serialisable metrics of a LLaVA answer file against the ground truth under `data_root`.
 
-    Unknown benchmark, malformed answer line or an answer to a question outside the ground truth →
-    ValueError; a missing ground-truth file → FileNotFoundError naming it.
+    Unknown benchmark, malformed answer line, an answer to a question outside the ground truth or
+    answered twice, or (unless `allow_partial`, which scores them as wrong) questions without an answer
+    → ValueError; a missing ground-truth file → FileNotFoundError naming it.
     """
     if benchmark not in SCORERS:
         raise ValueError(f"unknown benchmark {benchmark!r}; local scorers: {', '.join(benchmarks())}")
-    return SCORERS[benchmark](Path(answers_file), Path(data_root))
+    return SCORERS[benchmark](Path(answers_file), Path(data_root), allow_partial=allow_partial)
 
 
-def write_submission(benchmark: str, answers_file: Path, data_root: Path, output: Path) -> Path:
+def write_submission(
+    benchmark: str, answers_file: Path, data_root: Path, output: Path, allow_partial: bool = False
+) -> Path:
     """Write the evaluation server's upload for `benchmark` to `output` and return the path written.
 
-    Never overwrites: an existing `output` → FileExistsError. Errors otherwise as for `score`.
+    Never overwrites: an existing `output` → FileExistsError. Errors otherwise as for `score`;
+    `allow_partial` uploads unanswered questions blank where the server accepts that (VQAv2, MMBench),
+    and VizWiz and MM-Vet need every answer regardless.
     """
     if benchmark not in SUBMISSION_WRITERS:
         raise ValueError(f"unknown benchmark {benchmark!r}; submission writers: {', '.join(submission_benchmarks())}")
     output = Path(output)
     if output.exists():
         raise FileExistsError(f"{output} exists; not overwriting it")
-    return SUBMISSION_WRITERS[benchmark](Path(answers_file), Path(data_root), output)
+    return SUBMISSION_WRITERS[benchmark](Path(answers_file), Path(data_root), output, allow_partial=allow_partial)
 
 
 __all__ = ["benchmarks", "submission_benchmarks", "score", "write_submission"]

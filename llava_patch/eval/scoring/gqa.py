@@ -16,7 +16,7 @@ from typing import Any
 
 from ..benchmarks import get_benchmark
 from ..files import read_json
-from .common import match_answers, percent, read_answers
+from .common import answer_sheet, percent
 from .registry import scorer
 
 
@@ -26,26 +26,28 @@ def normalize_prediction(text: str) -> str:
 
 
 @scorer("gqa")
-def score(answers_file: Path, data_root: Path) -> dict[str, Any]:
-    """GQA accuracy (percent) over the answered balanced questions, also split binary / open."""
+def score(answers_file: Path, data_root: Path, allow_partial: bool = False) -> dict[str, Any]:
+    """GQA accuracy (percent) over the balanced questions, also split binary / open.
+
+    Every balanced question must be answered (as GQA's `eval.py` demands) unless `allow_partial`, which
+    scores unanswered ones as wrong; answers to unbalanced questions are accepted and not counted.
+    """
     questions_file = get_benchmark("gqa").file(data_root, "questions")
     questions = read_json(questions_file)
-    answers = match_answers(read_answers(answers_file), questions, questions_file)
+    balanced = [question_id for question_id, question in questions.items() if question["isBalanced"]]
+    sheet = answer_sheet(answers_file, questions, questions_file, allow_partial, questions=balanced)
     correct = {"binary": 0, "open": 0}
     counted = {"binary": 0, "open": 0}
-    for question_id, answer in answers.items():
-        question = questions[question_id]
-        if not question["isBalanced"]:
-            continue
+    for question_id in balanced:
+        question, answer = questions[question_id], sheet.get(question_id)
         kind = "open" if question["types"]["structural"] == "query" else "binary"
         counted[kind] += 1
-        correct[kind] += normalize_prediction(answer.text) == question["answer"]
+        correct[kind] += answer is not None and normalize_prediction(answer.text) == question["answer"]
     accuracy = percent(sum(correct.values()), sum(counted.values()))
     return {
         "headline": accuracy,
         "accuracy": accuracy,
         "binary_accuracy": percent(correct["binary"], counted["binary"]),
         "open_accuracy": percent(correct["open"], counted["open"]),
-        "n_answered": sum(counted.values()),
-        "n_questions": sum(1 for question in questions.values() if question["isBalanced"]),
+        **sheet.counts(),
     }

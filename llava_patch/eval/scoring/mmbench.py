@@ -23,11 +23,14 @@ and "none" count as empty, as in `model_vqa_mmbench.py`).
 Circular evaluation. MMBench repeats a question with its options rotated; the copies' indices differ
 by multiples of 1,000,000. "accuracy" (the headline, what the server reports) counts a question right
 only if every copy in the TSV is answered and right; "row_accuracy" scores each row on its own. A TSV
-without such copies gives the same number for both.
+without such copies gives the same number for both. Every row must be answered unless `allow_partial`,
+which scores unanswered rows (and so their questions) as wrong.
 
 Submission (what `scripts/convert_mmbench_for_submission.py` makes): the test TSV without the hint,
-category, source, image, comment and l2-category columns, with a "prediction" column (the raw answer,
-empty where unanswered) inserted as the seventh column. Written as .xlsx when the output name ends in
+category, source, image, comment and l2-category columns, with a "prediction" column (the raw answer)
+inserted as the seventh column. Every row must be answered: OpenCompass scores a blank prediction as
+wrong, so an incomplete answer file is a ValueError unless `allow_partial`, which leaves the
+prediction empty as LLaVA's script does. Written as .xlsx when the output name ends in
 .xlsx and openpyxl is installed, otherwise as TSV (an .xlsx name then becomes .tsv; the path written is
 returned).
 """
@@ -41,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ..benchmarks import get_benchmark
-from .common import first_existing, match_answers, new_output_file, percent, read_answers, require_file
+from .common import UPLOAD_BLANK, answer_sheet, first_existing, new_output_file, percent, require_file
 from .registry import scorer, submission_writer
 
 _OPTION_LETTERS = "ABCD"
@@ -89,41 +92,35 @@ def parse_option(text: str, options: dict[str, str]) -> str | None:
     return quoted[0] if len(quoted) == 1 else None
 
 
-def _score(answers_file: Path, tsv: Path) -> dict[str, Any]:
+def _score(answers_file: Path, tsv: Path, allow_partial: bool) -> dict[str, Any]:
     header, rows = read_tsv(tsv)
     if "answer" not in header:
         raise ValueError(f"{tsv} has no 'answer' column (a test split?): submit it with write_submission instead")
     rows_by_index = {row["index"].strip(): row for row in rows}
-    answers = match_answers(read_answers(answers_file), rows_by_index, tsv)
-    rows_per_question = defaultdict(int)
-    for index in rows_by_index:
-        rows_per_question[int(index) % _CIRCULAR_STRIDE] += 1
+    sheet = answer_sheet(answers_file, rows_by_index, tsv, allow_partial)
     results_per_question = defaultdict(list)
-    for index, answer in answers.items():
-        row = rows_by_index[index]
-        right = parse_option(answer.text, options_of(row)) == row["answer"].strip()
-        results_per_question[int(index) % _CIRCULAR_STRIDE].append(right)
-    n_right_rows = sum(sum(results) for results in results_per_question.values())
-    n_right_questions = sum(
-        len(results) == rows_per_question[question] and all(results) for question, results in results_per_question.items()
-    )
+    for index, row in rows_by_index.items():
+        answer = sheet.get(index)
+        right = answer is not None and parse_option(answer.text, options_of(row)) == row["answer"].strip()
+        results_per_question[int(index) % _CIRCULAR_STRIDE].append((answer is not None, right))
+    n_right_rows = sum(right for results in results_per_question.values() for _, right in results)
+    n_right_questions = sum(all(right for _, right in results) for results in results_per_question.values())
     accuracy = percent(n_right_questions, len(results_per_question))
     return {
         "headline": accuracy,
         "accuracy": accuracy,
-        "row_accuracy": percent(n_right_rows, len(answers)),
-        "n_answered": len(answers),
-        "n_questions": len(rows_by_index),
-        "n_circular_answered": len(results_per_question),
-        "n_circular_questions": len(rows_per_question),
+        "row_accuracy": percent(n_right_rows, len(rows_by_index)),
+        **sheet.counts(),
+        "n_circular_answered": sum(any(answered for answered, _ in results) for results in results_per_question.values()),
+        "n_circular_questions": len(results_per_question),
     }
 
 
-def _write_submission(answers_file: Path, tsv: Path, output: Path) -> Path:
-    output = new_output_file(output)
+def _write_submission(answers_file: Path, tsv: Path, output: Path, allow_partial: bool) -> Path:
     header, rows = read_tsv(tsv)
     rows_by_index = {row["index"].strip(): row for row in rows}
-    answers = match_answers(read_answers(answers_file), rows_by_index, tsv)
+    answers = answer_sheet(answers_file, rows_by_index, tsv, allow_partial, remedy=UPLOAD_BLANK).answers
+    output = new_output_file(output)
     columns = [column for column in header if column not in _DROPPED_FOR_SUBMISSION]
     columns.insert(_PREDICTION_COLUMN_POSITION, "prediction")
     table = []
@@ -165,24 +162,24 @@ def _test_tsv(data_root: Path, english: bool) -> Path:
 
 
 @scorer("mmbench")
-def score_en(answers_file: Path, data_root: Path) -> dict[str, Any]:
+def score_en(answers_file: Path, data_root: Path, allow_partial: bool = False) -> dict[str, Any]:
     """MMBench dev accuracy (percent): circular (headline) and per row."""
-    return _score(answers_file, _dev_tsv(data_root, english=True))
+    return _score(answers_file, _dev_tsv(data_root, english=True), allow_partial)
 
 
 @scorer("mmbench_cn")
-def score_cn(answers_file: Path, data_root: Path) -> dict[str, Any]:
+def score_cn(answers_file: Path, data_root: Path, allow_partial: bool = False) -> dict[str, Any]:
     """MMBench-CN dev accuracy (percent): circular (headline) and per row."""
-    return _score(answers_file, _dev_tsv(data_root, english=False))
+    return _score(answers_file, _dev_tsv(data_root, english=False), allow_partial)
 
 
 @submission_writer("mmbench")
-def write_submission_en(answers_file: Path, data_root: Path, output: Path) -> Path:
-    """MMBench test predictions table for OpenCompass."""
-    return _write_submission(answers_file, _test_tsv(data_root, english=True), output)
+def write_submission_en(answers_file: Path, data_root: Path, output: Path, allow_partial: bool = False) -> Path:
+    """MMBench test predictions table for OpenCompass (unanswered rows: ValueError unless `allow_partial`)."""
+    return _write_submission(answers_file, _test_tsv(data_root, english=True), output, allow_partial)
 
 
 @submission_writer("mmbench_cn")
-def write_submission_cn(answers_file: Path, data_root: Path, output: Path) -> Path:
-    """MMBench-CN test predictions table for OpenCompass."""
-    return _write_submission(answers_file, _test_tsv(data_root, english=False), output)
+def write_submission_cn(answers_file: Path, data_root: Path, output: Path, allow_partial: bool = False) -> Path:
+    """MMBench-CN test predictions table for OpenCompass (unanswered rows: ValueError unless `allow_partial`)."""
+    return _write_submission(answers_file, _test_tsv(data_root, english=False), output, allow_partial)

@@ -15,8 +15,9 @@ Per subtask (`calculation.py`): an answer is read as "yes"/"no" when it is exact
 else as "yes" if its first four characters contain "yes", else "no" if they contain "no", else
 "other" (always wrong). acc = percent of questions right; acc+ = percent of images with both
 questions right; score = acc + acc+. Perception = sum of the 10 perception subtasks' scores (max
-2000), cognition = sum of the 4 cognition ones (max 800). Over partial answer files, an image counts
-for acc+ once any of its questions is answered and is right only when both are answered and right.
+2000), cognition = sum of the 4 cognition ones (max 800). Every question must be answered unless
+`allow_partial`; then an unanswered question is wrong and so is its image for acc+, and the metrics
+stay over all questions and images of every subtask that has questions.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..benchmarks import get_benchmark
-from .common import Answer, match_answers, percent, read_answers, require_file
+from .common import Answer, answer_sheet, percent, require_file
 from .registry import scorer
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
@@ -80,31 +81,37 @@ def _answer_key(answer: Answer) -> QuestionKey:
     return parts[0], Path(parts[-1]).stem, question_key_text(answer.prompt)
 
 
-def subtask_metrics(results: dict[str, list[bool]], n_questions: int) -> dict[str, Any]:
-    """acc, acc+ and score (percent) of one subtask from image → per-question correctness."""
-    answered = [right for image in results.values() for right in image]
-    acc = percent(sum(answered), len(answered))
+def subtask_metrics(results: dict[str, list[bool]], n_answered: int) -> dict[str, Any]:
+    """acc, acc+ and score (percent) of one subtask from image → correctness of each of its questions
+    (an unanswered question is False)."""
+    questions = [right for image in results.values() for right in image]
+    acc = percent(sum(questions), len(questions))
     acc_plus = percent(sum(len(image) == 2 and all(image) for image in results.values()), len(results))
-    return {"acc": acc, "acc_plus": acc_plus, "score": acc + acc_plus, "n_answered": len(answered), "n_questions": n_questions}
+    return {
+        "acc": acc,
+        "acc_plus": acc_plus,
+        "score": acc + acc_plus,
+        "n_answered": n_answered,
+        "n_missing": len(questions) - n_answered,
+        "n_questions": len(questions),
+    }
 
 
 @scorer("mme")
-def score(answers_file: Path, data_root: Path) -> dict[str, Any]:
+def score(answers_file: Path, data_root: Path, allow_partial: bool = False) -> dict[str, Any]:
     """MME per-subtask acc / acc+ / score and the perception (headline), cognition and overall totals."""
     release_dir = get_benchmark("mme").file(data_root, "release")
     truth = load_ground_truth(release_dir)
-    answers = match_answers(read_answers(answers_file), truth, release_dir, key=_answer_key)
+    sheet = answer_sheet(answers_file, truth, release_dir, allow_partial, key=_answer_key)
     results: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
-    for key, answer in answers.items():
+    answered: dict[str, int] = defaultdict(int)
+    for key, label in truth.items():
         subtask, image, _ = key
-        results[subtask][image].append(parse_yes_no(answer.text) == truth[key])
-    questions_per_subtask = defaultdict(int)
-    for subtask, _, _ in truth:
-        questions_per_subtask[subtask] += 1
+        answer = sheet.get(key)
+        results[subtask][image].append(answer is not None and parse_yes_no(answer.text) == label)
+        answered[subtask] += answer is not None
     subtasks = {
-        subtask: subtask_metrics(results[subtask], questions_per_subtask[subtask])
-        for subtask in PERCEPTION + COGNITION
-        if subtask in results
+        subtask: subtask_metrics(results[subtask], answered[subtask]) for subtask in PERCEPTION + COGNITION if subtask in results
     }
     perception = sum(subtasks[name]["score"] for name in PERCEPTION if name in subtasks)
     cognition = sum(subtasks[name]["score"] for name in COGNITION if name in subtasks)
@@ -114,6 +121,5 @@ def score(answers_file: Path, data_root: Path) -> dict[str, Any]:
         "cognition": cognition,
         "total": perception + cognition,
         "subtasks": subtasks,
-        "n_answered": len(answers),
-        "n_questions": len(truth),
+        **sheet.counts(),
     }

@@ -2,7 +2,7 @@
 
 Reads `<data_root>/mm-vet/llava-mm-vet.jsonl` (LLaVA's question file; question ids 0…217) and writes
 a JSON object mapping MM-Vet's sample ids "v1_<question_id>" to the raw answers. The grader looks up
-every sample, so every question must be answered: missing ones raise ValueError.
+every sample, so every question must be answered: missing ones raise ValueError, `allow_partial` or not.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from .registry import submission_writer
 
 
 @submission_writer("mmvet")
-def write_submission(answers_file: Path, data_root: Path, output: Path) -> Path:
+def write_submission(answers_file: Path, data_root: Path, output: Path, allow_partial: bool = False) -> Path:
     """{"v1_<question_id>": answer} for all MM-Vet questions."""
+    del allow_partial  # not applicable: every answer is needed (see the module docstring)
     question_file = get_benchmark("mmvet").question_path(data_root)
     question_ids = [str(question["question_id"]) for _, question in read_jsonl(question_file)]
     answers = match_answers(read_answers(answers_file), dict.fromkeys(question_ids), question_file)

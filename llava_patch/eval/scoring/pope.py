@@ -15,6 +15,10 @@ Answer parsing (`eval_pope.py`): keep the text before the first ".", delete comm
 "no" if any word is exactly "No", "not" or "no", otherwise "yes" ("Yes, there is a dog." → yes,
 "There is not a dog." → no, "Nope" → yes). Metrics in percent with "yes" as the positive class; a
 precision or recall with nothing to count (where `eval_pope.py` divides by zero) is reported as 0.
+
+Every question must be answered unless `allow_partial`; then an unanswered question is wrong without
+being an answer: a "yes" question counts as a false negative, a "no" question in no cell, and
+accuracy and yes-ratio are over all the split's questions ("n_missing" per split says how many).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 from ..benchmarks import get_benchmark
 from ..files import read_jsonl
-from .common import match_answers, percent, read_answers
+from .common import answer_sheet, percent
 from .registry import scorer
 
 SPLITS = ("adversarial", "popular", "random")
@@ -63,17 +67,19 @@ def _labels(data_root: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
                     f"{question_file}, line {line_number} ({question['image']}) does not pair with "
                     f"{label_file}, line {label_line} ({label['image']})"
                 )
-            labels[str(question["question_id"])] = (split, "no" if label["label"] == "no" else "yes")
-    return question_file, labels
+            labels[line_number, str(question["question_id"])] = (split, "no" if label["label"] == "no" else "yes")
+    return question_file, {question_id: label for (_, question_id), label in sorted(labels.items())}  # file order
 
 
-def split_metrics(predictions: list[str], labels: list[str]) -> dict[str, Any]:
-    """Accuracy, precision, recall, F1 and yes-ratio (percent) of yes/no predictions, "yes" positive."""
+def split_metrics(predictions: list[str | None], labels: list[str]) -> dict[str, Any]:
+    """Accuracy, precision, recall, F1 and yes-ratio (percent) of yes/no predictions, "yes" positive;
+    a None prediction (unanswered) is wrong: a false negative on a "yes" question, in no cell on a "no" one."""
     pairs = list(zip(predictions, labels, strict=True))
     tp = pairs.count(("yes", "yes"))
     fp = pairs.count(("yes", "no"))
     tn = pairs.count(("no", "no"))
-    fn = pairs.count(("no", "yes"))
+    fn = pairs.count(("no", "yes")) + pairs.count((None, "yes"))
+    n_missing = predictions.count(None)
     precision = percent(tp, tp + fp) or 0.0
     recall = percent(tp, tp + fn) or 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -84,20 +90,21 @@ def split_metrics(predictions: list[str], labels: list[str]) -> dict[str, Any]:
         "f1": f1,
         "yes_ratio": percent(tp + fp, len(pairs)),
         "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-        "n_answered": len(pairs),
+        "n_answered": len(pairs) - n_missing,
+        "n_missing": n_missing,
     }  # fmt: skip
 
 
 @scorer("pope")
-def score(answers_file: Path, data_root: Path) -> dict[str, Any]:
-    """Per-split POPE metrics and `f1_mean`, the mean F1 over the splits that have answers."""
+def score(answers_file: Path, data_root: Path, allow_partial: bool = False) -> dict[str, Any]:
+    """Per-split POPE metrics and `f1_mean`, the mean F1 over the splits of the question file."""
     question_file, labels = _labels(data_root)
-    answers = match_answers(read_answers(answers_file), labels, question_file)
+    sheet = answer_sheet(answers_file, labels, question_file, allow_partial)
     predictions, truths = defaultdict(list), defaultdict(list)
-    for question_id, answer in answers.items():
-        split, label = labels[question_id]
-        predictions[split].append(parse_yes_no(answer.text))
+    for question_id, (split, label) in labels.items():
+        answer = sheet.get(question_id)
+        predictions[split].append(parse_yes_no(answer.text) if answer else None)
         truths[split].append(label)
-    per_split = {split: split_metrics(predictions[split], truths[split]) for split in SPLITS if predictions[split]}
+    per_split = {split: split_metrics(predictions[split], truths[split]) for split in SPLITS if truths[split]}
     f1_mean = sum(metrics["f1"] for metrics in per_split.values()) / len(per_split)
-    return {"headline": f1_mean, "f1_mean": f1_mean, **per_split, "n_answered": len(answers), "n_questions": len(labels)}
+    return {"headline": f1_mean, "f1_mean": f1_mean, **per_split, **sheet.counts()}

@@ -9,10 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-Scorer = Callable[[Path, Path], dict[str, Any]]
-SubmissionWriter = Callable[[Path, Path, Path], Path]
+
+class Scorer(Protocol):
+    """Metrics of an answer file; unanswered questions → ValueError unless `allow_partial` (then scored as wrong)."""
+
+    def __call__(self, answers_file: Path, data_root: Path, allow_partial: bool = False) -> dict[str, Any]: ...
+
+
+class SubmissionWriter(Protocol):
+    """Write the server's upload to `output` and return the path written; see each writer for `allow_partial`."""
+
+    def __call__(self, answers_file: Path, data_root: Path, output: Path, allow_partial: bool = False) -> Path: ...
+
 
 SCORERS: dict[str, Scorer] = {}
 SUBMISSION_WRITERS: dict[str, SubmissionWriter] = {}
@@ -29,10 +39,10 @@ def _register(table: dict[str, Callable], kind: str, name: str) -> Callable[[Cal
 
 
 def scorer(name: str) -> Callable[[Scorer], Scorer]:
-    """Register `function(answers_file, data_root) -> metrics` as the local scorer of `name`."""
+    """Register `function(answers_file, data_root, allow_partial=False) -> metrics` as the local scorer of `name`."""
     return _register(SCORERS, "scorer", name)
 
 
 def submission_writer(name: str) -> Callable[[SubmissionWriter], SubmissionWriter]:
-    """Register `function(answers_file, data_root, output) -> written path` for `name`."""
+    """Register `function(answers_file, data_root, output, allow_partial=False) -> written path` for `name`."""
     return _register(SUBMISSION_WRITERS, "submission writer", name)

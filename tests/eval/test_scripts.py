@@ -1,0 +1,139 @@
+"""The experiment scripts (experiments/*.sh): usage, resumable reruns, sweeps that go on past complete runs,
+and the launch command for several processes."""
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llava_patch.eval.minibench import build_minibench
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS = ROOT / "experiments"
+
+
+def _environment(tmp_path, **variables):
+    # a clean environment: only what a user would set (one thread: quick and steady on a busy host)
+    return {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path), "OMP_NUM_THREADS": "1",
+            **{name: str(value) for name, value in variables.items()}}
+
+
+def _script(path, *arguments, environment, timeout=300):
+    return subprocess.run(["bash", str(EXPERIMENTS / path), *arguments], env=environment, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _lines(text):
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("script, keep", [("v1_5/pope.sh", "KEEP"), ("v1_6/gqa.sh", "KEEP_PER_CROP"),
+                                          ("video/msvd.sh", "KEEP_PER_FRAME")])
+@pytest.mark.parametrize("arguments", [[], ["fastervlm"]])
+def test_missing_arguments_print_the_usage_line(script, keep, arguments, tmp_path):
+    finished = _script(script, *arguments, environment=_environment(tmp_path))
+    assert finished.returncode == 2 and finished.stdout == ""
+    (line,) = _lines(finished.stderr)  # not bash's "$3: unbound variable"
+    assert line.startswith("usage: ") and f"{script} METHOD {keep} " in line
+    assert all(name in line for name in ("CKPT=", "DATA=", "GPUS=", "PROCESSES=", "RUNS=", "BATCH="))
+
+
+def test_a_malformed_budget_is_named_with_the_usage(tmp_path):
+    finished = _script("v1_5/pope.sh", "fastervlm", "--limit", "2", environment=_environment(tmp_path))
+    assert finished.returncode == 2
+    message, usage = _lines(finished.stderr)
+    assert message.endswith("pope.sh: KEEP '--limit' is not a number of tokens") and usage.startswith("usage: ")
+
+
+@pytest.mark.parametrize("variables, missing", [({}, "CKPT is not set"), ({"CKPT": "ckpt"}, "DATA is not set"),
+                                                ({"CKPT": "ckpt", "DATA": "/nonexistent"}, "DATA=/nonexistent: no such directory")])
+def test_missing_checkpoint_or_data_is_one_line_naming_it(variables, missing, tmp_path):
+    for script, arguments in (("v1_5/pope.sh", ["fastervlm", "58"]), ("reproduce/fastervlm_llava15_7b.sh", [])):
+        finished = _script(script, *arguments, environment=_environment(tmp_path, **variables))
+        (line,) = _lines(finished.stderr)
+        assert finished.returncode == 2 and line.startswith(f"{EXPERIMENTS / script}: {missing}")
+
+
+def _fake_python(tmp_path, fail_at=None, status=2):
+    """A stand-in for $PYTHON that logs each evaluation it is asked for and answers as the runner does
+    for a complete run (one line, rc 0); the `fail_at`-th evaluation fails with `status`."""
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "python"
+    fake.write_text(f"""#!/bin/bash
+# in-process runs: python -c CODE SCRIPT METHOD KEEP ARGUMENTS...
+echo "$4 $5 ${{*:6}}" >> {shlex.quote(str(log))}
+calls=$(wc -l < {shlex.quote(str(log))})
+if [[ "$calls" == "{fail_at}" ]]; then echo "llava-patch eval: something broke" >&2; exit {status}; fi
+echo "run $calls: complete; nothing to do"
+""")
+    fake.chmod(0o755)
+    return fake, log
+
+
+def test_a_sweep_goes_on_past_complete_runs_and_ends_with_rc_0(tmp_path):
+    (tmp_path / "data").mkdir()
+    fake, log = _fake_python(tmp_path)
+    environment = _environment(tmp_path, PYTHON=fake, CKPT="/ckpt/llava-v1.5-7b", DATA=tmp_path / "data")
+    finished = _script("reproduce/vtc_cls_llava15_7b.sh", "--limit", "5", environment=environment)
+    assert finished.returncode == 0, finished.stderr
+    calls = log.read_text().splitlines()
+    assert len(calls) == 8 * (1 + 3 * 3) and calls[0] == "none 576 --model /ckpt/llava-v1.5-7b --backend llava " \
+        f"--benchmark sqa --data-root {tmp_path / 'data'} --output-dir runs/v1_5/llava-v1.5-7b/sqa/none-576 --batch-size 1 --limit 5"
+    assert calls[-1].startswith("vtc_cls 64 ") and "--benchmark seed " in calls[-1]
+    lines = _lines(finished.stdout)
+    assert len(lines) == len(calls) + 1 and "llava-patch tables --runs runs" in lines[-1] and finished.stderr == ""
+
+
+@pytest.mark.parametrize("status", [2, 130])
+def test_a_sweep_stops_at_a_failed_run_and_names_it(status, tmp_path):
+    (tmp_path / "data").mkdir()
+    fake, log = _fake_python(tmp_path, fail_at=3, status=status)
+    environment = _environment(tmp_path, PYTHON=fake, CKPT="/ckpt/llava-v1.5-7b", DATA=tmp_path / "data")
+    finished = _script("reproduce/fastervlm_llava15_7b.sh", environment=environment)
+    assert finished.returncode == status and len(log.read_text().splitlines()) == 3
+    script = EXPERIMENTS / "reproduce" / "fastervlm_llava15_7b.sh"
+    assert _lines(finished.stderr) == ["llava-patch eval: something broke",
+                                       f"{script}: stopped at v1_5/vqav2.sh fastv 288 (exit {status}); rerun {script} to resume"]
+
+
+def test_several_processes_go_through_accelerates_multi_process_launcher(tmp_path):
+    """PROCESSES=2 (or two GPUs in GPUS): `accelerate launch --multi_gpu --num_processes 2`; without
+    --multi_gpu accelerate starts one process on a host without two GPUs. The real interpreter answers the
+    registry question; the launch itself is logged."""
+    (tmp_path / "data").mkdir()
+    log = tmp_path / "launch.log"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"""#!/bin/bash
+if [[ "$1" == -m ]]; then echo "$*" > {shlex.quote(str(log))}; exit 0; fi
+exec {shlex.quote(sys.executable)} "$@"
+""")
+    wrapper.chmod(0o755)
+    environment = _environment(tmp_path, PYTHON=wrapper, CKPT="/ckpt/llava-v1.5-7b", DATA=tmp_path / "data", PROCESSES=2)
+    finished = _script("v1_5/pope.sh", "none", "576", environment=environment)
+    assert finished.returncode == 0, finished.stderr
+    launch = log.read_text().split()
+    assert launch[:4] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes"] and launch[4] == "2"
+    assert launch[launch.index("-m", 1) + 1] == "llava_patch.eval"
+    assert "--method" in launch and "--keep" not in launch  # the unpruned method takes no budget
+    port = int(launch[launch.index("--main_process_port") + 1])
+    assert 0 < port < 65536 and int(launch[launch.index("--num_cpu_threads_per_process") + 1]) >= 1
+
+
+def test_rerunning_a_script_skips_the_complete_run_in_one_line(tiny_original, tmp_path):
+    data = build_minibench(tmp_path / "eval", images=1)  # 3 POPE questions: one batch
+    environment = _environment(tmp_path, CKPT=tiny_original[0], DATA=data, RUNS=tmp_path / "runs")
+    arguments = ["vtc_cls", "16", "--batch-size", "3", "--dtype", "float32"]
+    first = _script("v1_5/pope.sh", *arguments, environment=environment)
+    assert first.returncode == 0, first.stderr[-3000:]
+    output = tmp_path / "runs" / "v1_5" / "llava-v1.5-tiny" / "pope" / "vtc_cls-16"
+    answers = (output / "answers.jsonl").read_bytes()
+    second = _script("v1_5/pope.sh", *arguments, environment=environment)
+    assert second.returncode == 0, second.stderr[-3000:]
+    both = second.stdout + second.stderr
+    assert "Traceback" not in both and "Error" not in both
+    (line,) = _lines(both)
+    assert str(output) in line and "nothing to do" in line
+    assert (output / "answers.jsonl").read_bytes() == answers
