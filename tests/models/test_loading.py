@@ -4,7 +4,7 @@
 import pytest
 
 import llava_patch
-from llava_patch.models.loading import VLM, HFNextVLM, VideoVLM, load_model
+from llava_patch.models.loading import VLM, HFNextVLM, VideoVLM, check_checkpoint_path, load_model
 from llava_patch.models.tiny import NUM_PATCHES, random_image
 
 SIZES = [(60, 120), (100, 50)]
@@ -44,3 +44,16 @@ def test_an_unsupported_model_type_names_the_config(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(ValueError, match=r"config.json: model_type 'llama'; backend 'hf' loads llava, llava_next, video_llava"):
         load_model(tmp_path, backend="hf")
+
+
+def test_a_checkpoint_that_looks_local_must_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for path in ("./missing", "missing", "runs/missing", str(tmp_path / "missing"), "~/surely-missing-llava"):
+        with pytest.raises(FileNotFoundError, match="no such checkpoint directory"):
+            check_checkpoint_path(path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="file: not a checkpoint directory"):
+        check_checkpoint_path("file")
+    check_checkpoint_path("liuhaotian/llava-v1.5-7b")  # a hub id: left to the hub
+    check_checkpoint_path(str(tmp_path))
