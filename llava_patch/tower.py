@@ -1,7 +1,9 @@
-"""Run a CLIP-style vision tower up to the select layer and keep the selected patch features.
+"""The vision tower: which layer feeds the projector, how many patches an image has, and the one
+vision path every backend and family shares — run a CLIP-style tower up to the select layer, score
+the patches with the selector, keep the selected patch features.
 
-Shared by every backend and model family: LLaVA-1.5, LLaVA-NeXT crops and Video-LLaVA frames all go
-through a transformers `CLIPVisionModel`; only what happens around it differs.
+LLaVA-1.5, LLaVA-NeXT crops and Video-LLaVA frames all go through a transformers `CLIPVisionModel`;
+only what happens around it differs (the adapters).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def bind_call(function: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
 
 class Adapter:
     """Subclasses read the model's configuration in `__init__` (raising ValueError for what they cannot
-    patch, before anything is changed) and wire the handle's selector in with `install`."""
+    patch, before anything is changed) and wire the patch's selector in with `install`."""
 
     model_description: ClassVar[str]
     options: ClassVar[dict[str, object]] = {}  # model-family options `apply` accepts (name → default)
