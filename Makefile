@@ -31,6 +31,9 @@ $(STAMP): pyproject.toml Makefile
 	$(VENV)/bin/python -m pip install --quiet torch==2.13.0
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
 	$(VENV)/bin/python -m pip install --quiet --no-deps $(LLAVA_REQUIREMENT)
+	# lmms-eval (the plugin in llava_patch/eval/harness.py): without its deps (they pull torchvision), plus what it imports.
+	$(VENV)/bin/python -m pip install --quiet --no-deps lmms-eval==0.7.3
+	$(VENV)/bin/python -m pip install --quiet loguru==0.7.3 sacrebleu==2.6.0 evaluate==0.4.6 pytz==2026.6 tenacity==9.2.1 pytablewriter==1.2.1 decord==0.6.0 filelock==3.32.7
 	touch $(STAMP)
 
 clean:
