@@ -13,8 +13,8 @@ answer is never scored empty). The measured counts are logged and written, cumul
 `generate_until` call, to `visual_tokens_<model id>.json` in the folder given by `--output_path` (or by
 the `tokens_file` model argument, a file path).
 
-`lmms_eval_models()` is what the entry point loads: it imports nothing heavy (lmms-eval drops every
-entry-point model when one entry point fails to import), only `ModelManifest`.
+The entry point (`llava_patch.eval.lmms_eval_models`) names these classes by path without importing
+this module: lmms-eval drops every entry-point model when one entry point fails to import.
 """
 
 from __future__ import annotations
@@ -24,17 +24,14 @@ import statistics
 import sys
 from pathlib import Path
 
-HF_MODEL_ID, LLAVA_MODEL_ID = "llava_patch_hf", "llava_patch"
+import torch
+from lmms_eval.api.model import lmms
+from loguru import logger
 
-
-def lmms_eval_models():
-    """The manifests of our two lmms-eval models (entry point `lmms_eval.models`)."""
-    from lmms_eval.models.registry_v2 import ModelManifest
-
-    return [
-        ModelManifest(model_id=HF_MODEL_ID, simple_class_path=f"{__name__}.LlavaPatchHF"),
-        ModelManifest(model_id=LLAVA_MODEL_ID, simple_class_path=f"{__name__}.LlavaPatchLlava"),
-    ]
+from .. import apply
+from ..models.loading import load_model
+from . import HF_MODEL_ID, LLAVA_MODEL_ID
+from .runner import budget_arguments, check_visual_tokens
 
 
 def parse_model_args(text: str) -> dict:
@@ -87,167 +84,138 @@ def token_summary(counts: list[int]) -> dict | None:
     return {"min": min(counts), "mean": statistics.fmean(counts), "max": max(counts)} if counts else None
 
 
-def _define_classes():
-    import torch
-    from loguru import logger
-    from lmms_eval.api.model import lmms
+class _LlavaPatchModel(lmms):
+    """One pruned LLaVA model answering lmms-eval's `generate_until` requests."""
 
-    from .. import apply, method_info
-    from ..models.loading import load_model
+    backend = "llava"
+    model_id = LLAVA_MODEL_ID
+    is_simple = True
 
-    class _LlavaPatchModel(lmms):
-        """One pruned LLaVA model answering lmms-eval's `generate_until` requests."""
+    def __init__(self, pretrained: str, method: str = "none", keep: int | None = None,
+                 reduction_ratio: float | None = None, batch_size: int | str = 1, device: str | None = None,
+                 dtype: str | None = None, max_batch_size=None, tokens_file: str | None = None,
+                 **options) -> None:
+        super().__init__()
+        batch_size = int(batch_size) if isinstance(batch_size, str) and batch_size.isdigit() else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
+        budget = budget_arguments(method, keep, reduction_ratio)
+        torch_dtype = None
+        if dtype is not None:
+            torch_dtype = getattr(torch, str(dtype), None)
+            if not isinstance(torch_dtype, torch.dtype):
+                raise ValueError(f"dtype={dtype!r}: use float16, bfloat16 or float32")
+        self.batch_size_per_gpu = batch_size
+        self.settings = {"pretrained": str(pretrained), "backend": self.backend, "method": method,
+                         "keep": keep, "reduction_ratio": reduction_ratio, "options": options,
+                         "batch_size": batch_size, "dtype": dtype}
+        self.vlm = load_model(pretrained, backend=self.backend, dtype=torch_dtype, device=device)
+        self.handle = apply(self.vlm.model, method, **budget, **options)
+        self.expected = self.handle.expected_visual_tokens()
+        self.visual_tokens: list[int] = []
+        self.tokens_path = Path(tokens_file) if tokens_file else None
+        if self.tokens_path is None:
+            folder = _output_dir_from_command_line()
+            self.tokens_path = folder / f"visual_tokens_{self.model_id}.json" if folder else None
+        logger.info(f"{self.model_id}: {pretrained} ({self.backend}) patched with {method} {budget or ''}; "
+                    f"expected visual tokens per sample: {self.expected}")
 
-        backend = "llava"
-        model_id = LLAVA_MODEL_ID
-        is_simple = True
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        args = parse_model_args(arg_string or "")
+        for key, value in (additional_config or {}).items():
+            if value is not None and key not in args:  # --model_args wins over lmms-eval's CLI defaults
+                args[key] = value
+        return cls(**args)
 
-        def __init__(self, pretrained: str, method: str = "none", keep: int | None = None,
-                     reduction_ratio: float | None = None, batch_size: int | str = 1, device: str | None = None,
-                     dtype: str | None = None, max_batch_size=None, tokens_file: str | None = None,
-                     **options) -> None:
-            super().__init__()
-            batch_size = int(batch_size) if isinstance(batch_size, str) and batch_size.isdigit() else batch_size
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-                raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
-            info = method_info(method)
-            budget = {name: value for name, value in (("keep", keep), ("reduction_ratio", reduction_ratio))
-                      if value is not None}
-            if info.takes_budget and not budget:
-                raise ValueError(f"method={method} needs a budget: keep=N or reduction_ratio=R in --model_args")
-            if not info.takes_budget and budget:
-                raise ValueError(f"method={method} keeps every token; it takes no keep or reduction_ratio")
-            torch_dtype = None
-            if dtype is not None:
-                torch_dtype = getattr(torch, str(dtype), None)
-                if not isinstance(torch_dtype, torch.dtype):
-                    raise ValueError(f"dtype={dtype!r}: use float16, bfloat16 or float32")
-            self.batch_size_per_gpu = batch_size
-            self.settings = {"pretrained": str(pretrained), "backend": self.backend, "method": method,
-                             "keep": keep, "reduction_ratio": reduction_ratio, "options": options,
-                             "batch_size": batch_size, "dtype": dtype}
-            self.vlm = load_model(pretrained, backend=self.backend, dtype=torch_dtype, device=device)
-            self.handle = apply(self.vlm.model, method, **budget, **options)
-            self.expected = self.handle.expected_visual_tokens()
-            self.visual_tokens: list[int] = []
-            self.tokens_path = Path(tokens_file) if tokens_file else None
-            if self.tokens_path is None:
-                folder = _output_dir_from_command_line()
-                self.tokens_path = folder / f"visual_tokens_{self.model_id}.json" if folder else None
-            logger.info(f"{self.model_id}: {pretrained} ({self.backend}) patched with {method} {budget or ''}; "
-                        f"expected visual tokens per sample: {self.expected}")
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
 
-        @classmethod
-        def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
-            args = parse_model_args(arg_string or "")
-            for key, value in (additional_config or {}).items():
-                if value is not None and key not in args:  # --model_args wins over lmms-eval's CLI defaults
-                    args[key] = value
-            return cls(**args)
+    @property
+    def device(self):
+        return self.vlm.model.device
 
-        @property
-        def batch_size(self) -> int:
-            return self.batch_size_per_gpu
+    def loglikelihood(self, requests):
+        raise NotImplementedError(f"{self.model_id} answers generate_until tasks only (our VLM protocol decodes "
+                                  "greedily); loglikelihood tasks are not supported")
 
-        @property
-        def device(self):
-            return self.vlm.model.device
+    def generate_until_multi_round(self, requests):
+        raise NotImplementedError(f"{self.model_id}: multi-round generation is not supported")
 
-        def loglikelihood(self, requests):
-            raise NotImplementedError(f"{self.model_id} answers generate_until tasks only (our VLM protocol decodes "
-                                      "greedily); loglikelihood tasks are not supported")
+    def _visuals(self, request) -> list:
+        doc_to_visual, doc_id, task, split = request.args[2:6]
+        visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual is not None else None
+        visuals = [v for v in (visuals or []) if v is not None]
+        if any(not hasattr(v, "convert") for v in visuals):
+            raise NotImplementedError(f"{self.model_id}: only image tasks (PIL images) are supported; "
+                                      f"got {type(visuals[0]).__name__} from task {task}")
+        if len(visuals) > 1:
+            raise NotImplementedError(f"{self.model_id}: one image per question (LLaVA's protocol); "
+                                      f"task {task} doc {doc_id} has {len(visuals)}")
+        return [v.convert("RGB") for v in visuals]
 
-        def generate_until_multi_round(self, requests):
-            raise NotImplementedError(f"{self.model_id}: multi-round generation is not supported")
+    def generate_until(self, requests) -> list[str]:
+        answers: list[str | None] = [None] * len(requests)
+        groups: dict[tuple, list[tuple[int, object]]] = {}
+        for index, request in enumerate(requests):
+            visuals = self._visuals(request)
+            gen_kwargs = request.args[1] or {}
+            key = (json.dumps(gen_kwargs, sort_keys=True, default=str), bool(visuals))
+            groups.setdefault(key, []).append((index, request, visuals[0] if visuals else None))
+        for (_, with_image), members in groups.items():
+            gen_kwargs = dict(members[0][1].args[1] or {})
+            until = gen_kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            max_new_tokens = int(gen_kwargs.get("max_new_tokens", 128))
+            for start in range(0, len(members), self.batch_size):
+                batch = members[start : start + self.batch_size]
+                images = [image for _, _, image in batch] if with_image else None
+                texts = [request.args[0] for _, request, _ in batch]
+                outputs = self.vlm.generate(images, texts, max_new_tokens=max_new_tokens)
+                if with_image:
+                    self._check_tokens(batch)
+                for (index, _, _), text in zip(batch, outputs):
+                    answers[index] = self._truncate(text, until)
+        self._report()
+        return answers
 
-        def _visuals(self, request) -> list:
-            doc_to_visual, doc_id, task, split = request.args[2:6]
-            visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual is not None else None
-            visuals = [v for v in (visuals or []) if v is not None]
-            if any(not hasattr(v, "convert") for v in visuals):
-                raise NotImplementedError(f"{self.model_id}: only image tasks (PIL images) are supported; "
-                                          f"got {type(visuals[0]).__name__} from task {task}")
-            if len(visuals) > 1:
-                raise NotImplementedError(f"{self.model_id}: one image per question (LLaVA's protocol); "
-                                          f"task {task} doc {doc_id} has {len(visuals)}")
-            return [v.convert("RGB") for v in visuals]
+    @staticmethod
+    def _truncate(text: str, until: list[str]) -> str:
+        for stop in until:
+            if stop:
+                text = text.split(stop, 1)[0]
+        return text
 
-        def generate_until(self, requests) -> list[str]:
-            answers: list[str | None] = [None] * len(requests)
-            groups: dict[tuple, list[tuple[int, object]]] = {}
-            for index, request in enumerate(requests):
-                visuals = self._visuals(request)
-                gen_kwargs = request.args[1] or {}
-                key = (json.dumps(gen_kwargs, sort_keys=True, default=str), bool(visuals))
-                groups.setdefault(key, []).append((index, request, visuals[0] if visuals else None))
-            for (_, with_image), members in groups.items():
-                gen_kwargs = dict(members[0][1].args[1] or {})
-                until = gen_kwargs.get("until") or []
-                until = [until] if isinstance(until, str) else list(until)
-                max_new_tokens = int(gen_kwargs.get("max_new_tokens", 128))
-                for start in range(0, len(members), self.batch_size):
-                    batch = members[start : start + self.batch_size]
-                    images = [image for _, _, image in batch] if with_image else None
-                    texts = [request.args[0] for _, request, _ in batch]
-                    outputs = self.vlm.generate(images, texts, max_new_tokens=max_new_tokens)
-                    if with_image:
-                        self._check_tokens(batch)
-                    for (index, _, _), text in zip(batch, outputs):
-                        answers[index] = self._truncate(text, until)
-            self._report()
-            return answers
+    def _check_tokens(self, batch) -> None:
+        visual = list(self.handle.last_visual_tokens or [])
+        docs = [(request.args[4], request.args[3]) for _, request, _ in batch]
+        check_visual_tokens(visual, len(batch), self.expected, self.settings["method"], f"{self.model_id}: docs {docs}")
+        self.visual_tokens.extend(int(v) for v in visual)
 
-        @staticmethod
-        def _truncate(text: str, until: list[str]) -> str:
-            for stop in until:
-                if stop:
-                    text = text.split(stop, 1)[0]
-            return text
+    def _report(self) -> None:
+        summary = token_summary(self.visual_tokens)
+        if summary is None:
+            return
+        logger.info(f"{self.model_id}: visual tokens that reached the LLM over {len(self.visual_tokens)} samples: "
+                    f"min {summary['min']}, mean {summary['mean']:.2f}, max {summary['max']} "
+                    f"(expected {self.expected})")
+        if self.tokens_path is not None and self.rank == 0:
+            record = {"model": self.model_id, **self.settings, "expected_visual_tokens": self.expected,
+                      "samples": len(self.visual_tokens), "measured_visual_tokens": summary,
+                      "per_sample": self.visual_tokens}
+            self.tokens_path.parent.mkdir(parents=True, exist_ok=True)
+            self.tokens_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
-        def _check_tokens(self, batch) -> None:
-            visual = list(self.handle.last_visual_tokens or [])
-            docs = [(request.args[4], request.args[3]) for _, request, _ in batch]
-            if len(visual) != len(batch) or (self.expected is not None and set(visual) != {self.expected}):
-                raise RuntimeError(
-                    f"{self.model_id}: docs {docs}: {visual} visual tokens reached the LLM, but "
-                    f"{self.settings['method']} with the requested budget gives {self.expected} per image; "
-                    "refusing to report it")
-            self.visual_tokens.extend(int(v) for v in visual)
+class LlavaPatchHF(_LlavaPatchModel):
+    """`llava_patch_hf`: a transformers checkpoint (e.g. llava-hf/llava-1.5-7b-hf) with a pruning method."""
 
-        def _report(self) -> None:
-            summary = token_summary(self.visual_tokens)
-            if summary is None:
-                return
-            logger.info(f"{self.model_id}: visual tokens that reached the LLM over {len(self.visual_tokens)} samples: "
-                        f"min {summary['min']}, mean {summary['mean']:.2f}, max {summary['max']} "
-                        f"(expected {self.expected})")
-            if self.tokens_path is not None and self.rank == 0:
-                record = {"model": self.model_id, **self.settings, "expected_visual_tokens": self.expected,
-                          "samples": len(self.visual_tokens), "measured_visual_tokens": summary,
-                          "per_sample": self.visual_tokens}
-                self.tokens_path.parent.mkdir(parents=True, exist_ok=True)
-                self.tokens_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    backend = "hf"
+    model_id = HF_MODEL_ID
 
-    class LlavaPatchHF(_LlavaPatchModel):
-        """`llava_patch_hf`: a transformers checkpoint (e.g. llava-hf/llava-1.5-7b-hf) with a pruning method."""
+class LlavaPatchLlava(_LlavaPatchModel):
+    """`llava_patch`: an original-LLaVA checkpoint (e.g. liuhaotian/llava-v1.5-7b) with a pruning method."""
 
-        backend = "hf"
-        model_id = HF_MODEL_ID
+    backend = "llava"
+    model_id = LLAVA_MODEL_ID
 
-    class LlavaPatchLlava(_LlavaPatchModel):
-        """`llava_patch`: an original-LLaVA checkpoint (e.g. liuhaotian/llava-v1.5-7b) with a pruning method."""
-
-        backend = "llava"
-        model_id = LLAVA_MODEL_ID
-
-    return LlavaPatchHF, LlavaPatchLlava
-
-
-def __getattr__(name: str):
-    # The classes subclass lmms-eval's `lmms`, so they are built on first access: importing this module
-    # (e.g. for the entry point) needs neither lmms-eval's heavy modules nor torch.
-    if name in ("LlavaPatchHF", "LlavaPatchLlava"):
-        classes = dict(zip(("LlavaPatchHF", "LlavaPatchLlava"), _define_classes()))
-        globals().update(classes)
-        return classes[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

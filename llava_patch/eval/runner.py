@@ -149,16 +149,27 @@ def _budget(config: RunConfig) -> dict:
     """The budget arguments for `apply`, after the checks that need no model."""
     if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
         raise ValueError(f"--batch-size {config.batch_size}: must be a positive integer")
-    info = method_info(config.method)
-    given = {name: value for name, value in (("keep", config.keep), ("reduction_ratio", config.reduction_ratio))
-             if value is not None}
-    if not info.takes_budget:
+    return budget_arguments(config.method, config.keep, config.reduction_ratio)
+
+
+def budget_arguments(method: str, keep: int | None, reduction_ratio: float | None) -> dict:
+    """`apply`'s budget arguments for `method`: exactly what it takes (none for `none`), checked by name."""
+    given = {name: value for name, value in (("keep", keep), ("reduction_ratio", reduction_ratio)) if value is not None}
+    if not method_info(method).takes_budget:
         if given:
-            raise ValueError(f"--method {config.method} keeps every token; it takes no --keep or --reduction-ratio")
+            raise ValueError(f"--method {method} keeps every token; it takes no --keep or --reduction-ratio")
         return {}
     if not given:
-        raise ValueError(f"--method {config.method} needs a budget: --keep N or --reduction-ratio R")
+        raise ValueError(f"--method {method} needs a budget: --keep N or --reduction-ratio R")
     return given
+
+
+def check_visual_tokens(measured: list[int], samples: int, expected: int | None, method: str, where: str) -> None:
+    """Refuse a batch whose samples did not carry the budget's visual tokens into the LLM (a script that
+    silently ran unpruned reported such numbers): one count per sample, each `expected` when fixed."""
+    if len(measured) != samples or (expected is not None and set(measured) != {expected}):
+        raise RuntimeError(f"{where}: {measured} visual tokens reached the LLM, but {method} with the requested "
+                           f"budget gives {expected} per image; refusing to report it")
 
 
 def _describe(config: RunConfig) -> str:
@@ -245,10 +256,9 @@ def _run_shard(config: RunConfig, benchmark: Benchmark, loaded: _Loaded, shard: 
                 stats["generate_seconds"] += time.perf_counter() - start
                 stats["new_tokens"] += vlm.last_new_tokens
                 visual = handle.last_visual_tokens if images is not None else [0] * len(batch)
-                if images is not None and (len(visual) != len(batch) or (expected is not None and set(visual) != {expected})):
-                    raise RuntimeError(
-                        f"questions {[q.question_id for q in batch]}: {visual} visual tokens reached the LLM, but "
-                        f"{config.method} with the requested budget gives {expected} per image; refusing to report it")
+                if images is not None:
+                    check_visual_tokens(visual, len(batch), expected, config.method,
+                                        f"questions {[q.question_id for q in batch]}")
                 margins = vlm.last_min_margins  # None entries where the protocol samples
                 rows = [_answer_row(question, answer, model_id, tokens, index, len(batch), margin)
                         for question, answer, tokens, margin in zip(batch, answers, visual, margins)]

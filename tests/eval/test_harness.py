@@ -118,7 +118,7 @@ def test_model_args_parse_as_json_where_they_parse():
 
 
 def test_the_entry_point_names_both_models_without_importing_lmms_eval_models():
-    code = ("import sys; from llava_patch.eval.harness import lmms_eval_models; m = lmms_eval_models(); "
+    code = ("import sys; from llava_patch.eval import lmms_eval_models; m = lmms_eval_models(); "
             "print(sorted(x.model_id for x in m)); print('lmms_eval.api.model' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "['llava_patch', 'llava_patch_hf']"
