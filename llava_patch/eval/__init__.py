@@ -10,5 +10,6 @@ def lmms_eval_models():
     lmms-eval imports `llava_patch.eval.harness` (and torch) only when one of them is used."""
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    return [ModelManifest(model_id=HF_MODEL_ID, simple_class_path="llava_patch.eval.harness.LlavaPatchHF"),
+    return [ModelManifest(model_id=HF_MODEL_ID, simple_class_path="llava_patch.eval.harness.LlavaPatchHF",
+                          chat_class_path="llava_patch.eval.harness.LlavaPatchHFChat"),
             ModelManifest(model_id=LLAVA_MODEL_ID, simple_class_path="llava_patch.eval.harness.LlavaPatchLlava")]

@@ -143,39 +143,46 @@ class _LlavaPatchModel(lmms):
     def generate_until_multi_round(self, requests):
         raise NotImplementedError(f"{self.model_id}: multi-round generation is not supported")
 
-    def _visuals(self, request) -> list:
-        doc_to_visual, doc_id, task, split = request.args[2:6]
+    def _question(self, request) -> tuple[str, list, dict]:
+        """(text, visuals, generation settings) of a simple-model request:
+        (context, gen_kwargs, doc_to_visual, doc_id, task, split)."""
+        context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args[:6]
         visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual is not None else None
-        visuals = [v for v in (visuals or []) if v is not None]
+        return context, list(visuals or []), gen_kwargs or {}
+
+    def _image(self, visuals: list, request):
+        """The question's one image as RGB, or None."""
+        visuals = [v for v in visuals if v is not None]
+        task, doc_id = request.args[4], request.args[3]
         if any(not hasattr(v, "convert") for v in visuals):
             raise NotImplementedError(f"{self.model_id}: only image tasks (PIL images) are supported; "
                                       f"got {type(visuals[0]).__name__} from task {task}")
         if len(visuals) > 1:
             raise NotImplementedError(f"{self.model_id}: one image per question (LLaVA's protocol); "
                                       f"task {task} doc {doc_id} has {len(visuals)}")
-        return [v.convert("RGB") for v in visuals]
+        return visuals[0].convert("RGB") if visuals else None
 
     def generate_until(self, requests) -> list[str]:
         answers: list[str | None] = [None] * len(requests)
-        groups: dict[tuple, list[tuple[int, object]]] = {}
+        groups: dict[tuple, list[tuple[int, object, str, object]]] = {}
         for index, request in enumerate(requests):
-            visuals = self._visuals(request)
-            gen_kwargs = request.args[1] or {}
-            key = (json.dumps(gen_kwargs, sort_keys=True, default=str), bool(visuals))
-            groups.setdefault(key, []).append((index, request, visuals[0] if visuals else None))
-        for (_, with_image), members in groups.items():
-            gen_kwargs = dict(members[0][1].args[1] or {})
+            text, visuals, gen_kwargs = self._question(request)
+            image = self._image(visuals, request)
+            key = (json.dumps(gen_kwargs, sort_keys=True, default=str), image is not None)
+            groups.setdefault(key, []).append((index, request, text, image))
+        for (settings, with_image), members in groups.items():
+            gen_kwargs = json.loads(settings)
             until = gen_kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
             max_new_tokens = int(gen_kwargs.get("max_new_tokens", 128))
             for start in range(0, len(members), self.batch_size):
                 batch = members[start : start + self.batch_size]
-                images = [image for _, _, image in batch] if with_image else None
-                texts = [request.args[0] for _, request, _ in batch]
+                images = [image for *_, image in batch] if with_image else None
+                texts = [text for _, _, text, _ in batch]
                 outputs = self.vlm.generate(images, texts, max_new_tokens=max_new_tokens)
                 if with_image:
                     self._check_tokens(batch)
-                for (index, _, _), text in zip(batch, outputs):
+                for (index, *_), text in zip(batch, outputs):
                     answers[index] = self._truncate(text, until)
         self._report()
         return answers
@@ -189,7 +196,7 @@ class _LlavaPatchModel(lmms):
 
     def _check_tokens(self, batch) -> None:
         visual = list(self.handle.last_visual_tokens or [])
-        docs = [(request.args[4], request.args[3]) for _, request, _ in batch]
+        docs = [(request.args[4], request.args[3]) for _, request, *_ in batch]
         check_visual_tokens(visual, len(batch), self.expected, self.settings["method"], f"{self.model_id}: docs {docs}")
         self.visual_tokens.extend(int(v) for v in visual)
 
@@ -201,7 +208,8 @@ class _LlavaPatchModel(lmms):
                     f"min {summary['min']}, mean {summary['mean']:.2f}, max {summary['max']} "
                     f"(expected {self.expected})")
         if self.tokens_path is not None and self.rank == 0:
-            record = {"model": self.model_id, **self.settings, "expected_visual_tokens": self.expected,
+            record = {"model": self.model_id, "interface": "simple" if self.is_simple else "chat", **self.settings,
+                      "expected_visual_tokens": self.expected,
                       "samples": len(self.visual_tokens), "measured_visual_tokens": summary,
                       "per_sample": self.visual_tokens}
             self.tokens_path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +220,25 @@ class LlavaPatchHF(_LlavaPatchModel):
 
     backend = "hf"
     model_id = HF_MODEL_ID
+
+class LlavaPatchHFChat(LlavaPatchHF):
+    """`llava_patch_hf` for chat tasks (lmms-eval's default when a model has both): the task's messages
+    give the question (their text parts, in order) and its image; the answer follows our VLM protocol."""
+
+    is_simple = False
+
+    def _question(self, request) -> tuple[str, list, dict]:
+        """(context, doc_to_messages, gen_kwargs, doc_id, task, split) → the messages' text and images."""
+        from lmms_eval.protocol import ChatMessages
+
+        _, doc_to_messages, gen_kwargs, doc_id, task, split = request.args[:6]
+        messages = ChatMessages(messages=doc_to_messages(self.task_dict[task][split][doc_id]))
+        images, videos, audios = messages.extract_media()
+        if videos or audios:
+            raise NotImplementedError(f"{self.model_id}: image tasks only; task {task} doc {doc_id} has video or audio")
+        texts = [content.text for message in messages.messages for content in message.content if content.type == "text"]
+        return "\n".join(texts), images, gen_kwargs or {}
+
 
 class LlavaPatchLlava(_LlavaPatchModel):
     """`llava_patch`: an original-LLaVA checkpoint (e.g. liuhaotian/llava-v1.5-7b) with a pruning method."""

@@ -77,22 +77,24 @@ def mini_pope_task(tmp_path_factory):
     return task
 
 
-def _run(model: str, model_args: str, task: Path, output: Path) -> subprocess.CompletedProcess:
+def _run(model: str, model_args: str, task: Path, output: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "HF_DATASETS_CACHE": str(output / "hf-datasets"), "TOKENIZERS_PARALLELISM": "false"}
     command = [str(LMMS_EVAL), "--model", model, "--model_args", model_args, "--include_path", str(task),
                "--tasks", TASK, "--batch_size", "2", "--device", "cpu", "--output_path", str(output),
-               "--verbosity", "DEBUG"]
+               "--verbosity", "DEBUG", *extra]
     # Run outside the source tree: a stale llava_patch.egg-info there would hide the installed entry point.
     return subprocess.run(command, cwd=output.parent, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("model", ["llava_patch_hf", "llava_patch"])
-def test_lmms_eval_cli_runs_the_patched_model(model, tiny_original, mini_pope_task, tmp_path):
+@pytest.mark.parametrize("model, extra, interface", [("llava_patch_hf", (), "chat"),  # lmms-eval's default
+                                                    ("llava_patch_hf", ("--force_simple",), "simple"),
+                                                    ("llava_patch", (), "simple")])
+def test_lmms_eval_cli_runs_the_patched_model(model, extra, interface, tiny_original, mini_pope_task, tmp_path):
     original, converted = tiny_original
     checkpoint = converted if model == "llava_patch_hf" else original
     output = tmp_path / "out"
-    done = _run(model, f"pretrained={checkpoint},method=fastervlm,keep=8", mini_pope_task, output)
+    done = _run(model, f"pretrained={checkpoint},method=fastervlm,keep=8", mini_pope_task, output, *extra)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = list(output.rglob("*results*.json"))
     assert results, f"no results file under {output}: {list(output.rglob('*'))}"
@@ -101,7 +103,7 @@ def test_lmms_eval_cli_runs_the_patched_model(model, tiny_original, mini_pope_ta
     tokens = json.loads((output / f"visual_tokens_{model}.json").read_text())
     assert tokens["samples"] == 5 and tokens["per_sample"] == [8] * 5
     assert tokens["measured_visual_tokens"] == {"min": 8, "mean": 8.0, "max": 8}
-    assert tokens["expected_visual_tokens"] == 8
+    assert tokens["expected_visual_tokens"] == 8 and tokens["interface"] == interface
 
 
 def test_lmms_eval_cli_fails_on_a_wrong_budget(tiny_original, mini_pope_task, tmp_path):
