@@ -4,14 +4,16 @@ entry-point group `lmms_eval.models` (see pyproject.toml), so that
     lmms-eval --model llava_patch_hf --model_args pretrained=llava-hf/llava-1.5-7b-hf,method=fastervlm,reduction_ratio=0.95 --tasks pope
 
 runs with nothing edited. Two model ids: `llava_patch_hf` (transformers checkpoints, backend "hf") and
-`llava_patch` (the original LLaVA codebase, backend "llava").
+`llava_patch` (the original LLaVA codebase, backend "llava"); `llava_patch_hf` also has a chat variant
+(lmms-eval's default for chat tasks; `--force_simple` picks the simple one).
 
 The models answer with our `VLM` protocol (vicuna_v1 prompt around the task's text, `pad` image
 preprocessing, greedy decoding, left-padded batches), not lmms-eval's own LLaVA prompting. Every batch
 checks that the visual tokens that reached the LLM equal what the budget fixes; a mismatch raises (an
-answer is never scored empty). The measured counts are logged and written, cumulatively after every
-`generate_until` call, to `visual_tokens_<model id>.json` in the folder given by `--output_path` (or by
-the `tokens_file` model argument, a file path).
+answer is never scored empty). The measured counts go into lmms-eval's results (`throughput`:
+`avg_visual_tokens_per_sample`), into its log, and, cumulatively after every `generate_until` call,
+into `visual_tokens_<model id>.json` in the folder given by `--output_path` (or by the `tokens_file`
+model argument, a file path).
 
 The entry point (`llava_patch.eval.lmms_eval_models`) names these classes by path without importing
 this module: lmms-eval drops every entry-point model when one entry point fails to import.
@@ -22,10 +24,12 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
 from lmms_eval.api.model import lmms
+from lmms_eval.models.model_utils.gen_metrics import log_metrics
 from loguru import logger
 
 from .. import apply
@@ -179,9 +183,13 @@ class _LlavaPatchModel(lmms):
                 batch = members[start : start + self.batch_size]
                 images = [image for *_, image in batch] if with_image else None
                 texts = [text for _, _, text, _ in batch]
+                start_time = time.perf_counter()
                 outputs = self.vlm.generate(images, texts, max_new_tokens=max_new_tokens)
-                if with_image:
-                    self._check_tokens(batch)
+                seconds = time.perf_counter() - start_time
+                visual = self._check_tokens(batch) if with_image else [0] * len(batch)
+                # Into lmms-eval's results file ("throughput": avg_visual_tokens_per_sample is the mean over batches).
+                log_metrics(seconds, self.vlm.last_new_tokens, self.vlm.last_new_tokens / seconds if seconds else 0.0,
+                            {"visual_tokens_per_sample": statistics.fmean(visual)})
                 for (index, *_), text in zip(batch, outputs):
                     answers[index] = self._truncate(text, until)
         self._report()
@@ -194,11 +202,12 @@ class _LlavaPatchModel(lmms):
                 text = text.split(stop, 1)[0]
         return text
 
-    def _check_tokens(self, batch) -> None:
-        visual = list(self.handle.last_visual_tokens or [])
+    def _check_tokens(self, batch) -> list[int]:
+        visual = [int(v) for v in self.handle.last_visual_tokens or []]
         docs = [(request.args[4], request.args[3]) for _, request, *_ in batch]
         check_visual_tokens(visual, len(batch), self.expected, self.settings["method"], f"{self.model_id}: docs {docs}")
-        self.visual_tokens.extend(int(v) for v in visual)
+        self.visual_tokens.extend(visual)
+        return visual
 
     def _report(self) -> None:
         summary = token_summary(self.visual_tokens)

@@ -98,8 +98,10 @@ def test_lmms_eval_cli_runs_the_patched_model(model, extra, interface, tiny_orig
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = list(output.rglob("*results*.json"))
     assert results, f"no results file under {output}: {list(output.rglob('*'))}"
-    metrics = json.loads(results[0].read_text())["results"][TASK]
+    reported = json.loads(results[0].read_text())
+    metrics = reported["results"][TASK]
     assert any(key.startswith("exact_match") for key in metrics), metrics
+    assert reported["throughput"]["avg_visual_tokens_per_sample"] == 8  # the measured count, in lmms-eval's results
     tokens = json.loads((output / f"visual_tokens_{model}.json").read_text())
     assert tokens["samples"] == 5 and tokens["per_sample"] == [8] * 5
     assert tokens["measured_visual_tokens"] == {"min": 8, "mean": 8.0, "max": 8}
