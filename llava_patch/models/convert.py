@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .checkpoint import check_weights, load_state_dict, read_config, vision_tower_path
+from .checkpoint import load_state_dict, read_config, vision_tower_path
 from .prompting import IMAGE_TOKEN
 _TEXT_FIELDS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",

@@ -3,7 +3,6 @@
 backends, with the adapter telling it where each prefill's visual tokens are."""
 
 import pytest
-import torch
 
 import llava_patch
 from llava_patch.methods.base import LanguageModelMethod

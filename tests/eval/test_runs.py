@@ -2,7 +2,6 @@
 Ctrl-C, arguments checked before anything is written, and one-line reports."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -109,7 +108,7 @@ def test_a_failed_check_writes_nothing_and_the_fixed_command_runs(tiny_original,
         assert not output.exists()
     assert cli.main(["eval", *good]) == 0
     out = capsys.readouterr().out
-    assert f"pope f1_mean: " in out and "(2 questions); visual tokens per sample measured 8/8.0/8 (min/mean/max)" in out
+    assert "pope f1_mean: " in out and "(2 questions); visual tokens per sample measured 8/8.0/8 (min/mean/max)" in out
     assert f"outputs in {output}" in out and '"weights_fingerprint"' not in out  # a summary, not the manifest
 
 

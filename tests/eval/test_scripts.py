@@ -1,7 +1,6 @@
 """The experiment scripts (experiments/*.sh): usage, resumable reruns, sweeps that go on past complete runs,
 and the launch command for several processes."""
 
-import os
 import shlex
 import subprocess
 import sys
