@@ -40,13 +40,13 @@ def add_budget(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--reduction-ratio", type=float, help="fraction of visual tokens pruned, e.g. 0.95")
 
 
-def parse_options(pairs: list[str]) -> dict:
+def parse_options(pairs: list[str], flag: str = "--option") -> dict:
     """NAME=VALUE pairs; values are JSON when they parse (3, true, "x"), else strings."""
     options = {}
     for pair in pairs:
         name, separator, value = pair.partition("=")
         if not separator:
-            raise ValueError(f"--option {pair!r}: expected NAME=VALUE")
+            raise ValueError(f"{flag} {pair!r}: expected NAME=VALUE")
         try:
             options[name] = json.loads(value)
         except json.JSONDecodeError:

@@ -35,6 +35,7 @@ from loguru import logger
 from .. import apply
 from ..models.loading import load_model
 from . import HF_MODEL_ID, LLAVA_MODEL_ID
+from .command import parse_options
 from .runner import budget_arguments, check_visual_tokens
 
 
@@ -57,16 +58,8 @@ def parse_model_args(text: str) -> dict:
             continue
         current.append(char)
     parts.append("".join(current))
-    args = {}
-    for part in filter(None, (p.strip() for p in parts)):
-        if "=" not in part:
-            raise ValueError(f"--model_args: {part!r} is not key=value")
-        key, value = (s.strip() for s in part.split("=", 1))
-        try:
-            args[key] = json.loads(value)
-        except json.JSONDecodeError:
-            args[key] = value
-    return args
+    pairs = ["=".join(s.strip() for s in part.split("=", 1)) for part in parts if part.strip()]
+    return parse_options(pairs, flag="--model_args")
 
 
 def _output_dir_from_command_line() -> Path | None:

@@ -80,7 +80,7 @@ def run(config: RunConfig, label: str | None = None) -> dict:
     started = time.perf_counter()
     stats = {"new_tokens": 0, "generate_seconds": 0.0}
     if status != ANSWERED:
-        loaded = _load(config, budget, str(state.device))  # bad checkpoints and budgets fail here, before any file
+        loaded = _load(config, benchmark, budget, str(state.device))  # bad checkpoints and budgets fail here, before any file
         if state.is_main_process:
             _claim(output, config)
         state.wait_for_everyone()
@@ -187,11 +187,11 @@ class _Loaded:
     expected: int | None  # visual tokens per sample the budget fixes (None: depends on the image)
 
 
-def _load(config: RunConfig, budget: dict, device: str) -> _Loaded:
+def _load(config: RunConfig, benchmark: Benchmark, budget: dict, device: str) -> _Loaded:
     dtype = getattr(torch, config.dtype) if config.dtype else None
     vlm = load_model(config.model, backend=config.backend, dtype=dtype, device=device)
     handle = apply(vlm.model, config.method, **budget, **config.options)
-    return _Loaded(vlm, handle, handle.expected_visual_tokens(frames=VIDEO_FRAMES if get_benchmark(config.benchmark).video else None))
+    return _Loaded(vlm, handle, handle.expected_visual_tokens(frames=VIDEO_FRAMES if benchmark.video else None))
 
 
 def _claim(output: Path, config: RunConfig) -> None:
