@@ -59,6 +59,7 @@ class Benchmark:
     greedy: bool = True  # False: the protocol samples (Video-LLaVA: temperature 0.1, seeded per batch)
     video: bool = False  # questions name videos (Video-LLaVA's zero-shot video QA)
     files: Mapping[str, str] = field(default_factory=dict)  # other files under the directory, by role
+    splits: tuple[str, ...] = ()  # yes/no benchmarks scored as POPE: the "category" values their questions may take
 
     def __post_init__(self):
         object.__setattr__(self, "files", MappingProxyType(dict(self.files)))
@@ -173,7 +174,7 @@ BENCHMARKS: dict[str, Benchmark] = {benchmark.name: benchmark for benchmark in [
     Benchmark("textvqa", "TextVQA", "textvqa", "llava_textvqa_val_v051_ocr.jsonl", "train_images", _loader_questions,
               headline="accuracy", scorer="textvqa", files={"annotations": "TextVQA_0.5.1_val.json"}),
     Benchmark("pope", "POPE", "pope", "llava_pope_test.jsonl", "val2014", _loader_questions, headline="f1_mean",
-              scorer="pope", files={"labels": "coco/coco_pope_{split}.json"}),
+              scorer="pope", files={"labels": "coco/coco_pope_{split}.json"}, splits=("adversarial", "popular", "random")),
     Benchmark("mme", "MME", "MME", "llava_mme.jsonl", "MME_Benchmark_release_version", _loader_questions,
               headline="perception", scorer="mme", files={"release": "MME_Benchmark_release_version"}),
     Benchmark("seed", "SEED", "seed_bench", "llava-seed-bench.jsonl", "", _loader_questions,
@@ -188,6 +189,12 @@ BENCHMARKS: dict[str, Benchmark] = {benchmark.name: benchmark for benchmark in [
               headline="accuracy", scorer="mmbench", max_new_tokens=1024, files={"test": "mmbench_test_20230712.tsv"}),
     Benchmark("mmbench_cn", "MMB-CN", "mmbench_cn", "mmbench_dev_cn_20231003.tsv", None, _mmbench_loader(OPTION_SUFFIX_CN),
               headline="accuracy", scorer="mmbench_cn", max_new_tokens=1024, files={"test": "mmbench_test_cn_20231003.tsv"}),
+    # The toy benchmarks, built from easy-VQA's test split by `llava_patch.eval.easyvqa` (POPE's and GQA's formats).
+    Benchmark("easyvqa_yesno", "easy-VQA yes/no", "easyvqa_yesno", "llava_easyvqa_yesno.jsonl", "images",
+              _loader_questions, headline="f1_mean", scorer="easyvqa_yesno",
+              files={"labels": "labels/easyvqa_{split}.json"}, splits=("shape", "color", "negation")),
+    Benchmark("easyvqa", "easy-VQA", "easyvqa", "llava_easyvqa.jsonl", "images", _loader_questions,
+              headline="accuracy", scorer="easyvqa", files={"questions": "easyvqa_questions.json"}),
     _video("msvd", "MSVD", "MSVD"),
     _video("msrvtt", "MSRVTT", "MSRVTT"),
     _video("tgif", "TGIF", "TGIF"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from .benchmarks import get_benchmark
+from .benchmarks import Benchmark, get_benchmark
 
 SHAPES = ("circle", "square", "triangle")
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
@@ -73,12 +73,19 @@ def build_minibench(data_root: str | Path, images: int = 12, seed: int = 0, size
             gqa_truth[question_id] = {"imageId": name[:-4], "question": question, "answer": color,
                                       "fullAnswer": f"The {shape} is {color}.", "isBalanced": True,
                                       "types": {"structural": "query", "semantic": "attr", "detailed": "color"}}
-    _write_jsonl(pope.question_path(root), pope_questions)
-    for split, rows in pope_labels.items():
-        _write_jsonl(pope.file(root, "labels", split=split), rows)
-    _write_jsonl(gqa.question_path(root), gqa_questions)
-    gqa.file(root, "questions").write_text(json.dumps(gqa_truth, indent=1))
+    write_question_files(root, pope, pope_questions, pope_labels, gqa, gqa_questions, gqa_truth)
     return root
+
+
+def write_question_files(root: Path, yes_no: Benchmark, yes_no_questions: list[dict], labels: dict[str, list[dict]],
+                         short: Benchmark, short_questions: list[dict], truth: dict[str, dict]) -> None:
+    """Write a yes/no benchmark in POPE's layout (question file, label file per split) and a short-answer
+    one in GQA's (question file, truth JSON) under `root`, where their records say."""
+    _write_jsonl(yes_no.question_path(root), yes_no_questions)
+    for split, rows in labels.items():
+        _write_jsonl(yes_no.file(root, "labels", split=split), rows)
+    _write_jsonl(short.question_path(root), short_questions)
+    short.file(root, "questions").write_text(json.dumps(truth, indent=1))
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

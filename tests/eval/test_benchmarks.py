@@ -23,10 +23,12 @@ def test_every_record_names_a_registered_scorer_or_who_else_scores_it():
     # the key each local scorer's "headline" repeats (tests/eval/test_scoring.py checks the scorers' side)
     assert {name: record.headline for name, record in BENCHMARKS.items() if record.scorer} == {
         "gqa": "accuracy", "textvqa": "accuracy", "pope": "f1_mean", "mme": "perception", "seed": "image_accuracy",
-        "sqa": "image_accuracy", "mmbench": "accuracy", "mmbench_cn": "accuracy"}
+        "sqa": "image_accuracy", "mmbench": "accuracy", "mmbench_cn": "accuracy", "easyvqa_yesno": "f1_mean",
+        "easyvqa": "accuracy"}
     assert {name: record.display for name, record in BENCHMARKS.items()} == {
         "vqav2": "VQAv2", "gqa": "GQA", "vizwiz": "VizWiz", "textvqa": "TextVQA", "pope": "POPE", "mme": "MME",
         "seed": "SEED", "mmvet": "MM-Vet", "sqa": "SQA-IMG", "mmbench": "MMB", "mmbench_cn": "MMB-CN",
+        "easyvqa_yesno": "easy-VQA yes/no", "easyvqa": "easy-VQA",
         "msvd": "MSVD", "msrvtt": "MSRVTT", "tgif": "TGIF", "activitynet": "ActivityNet"}
     assert get_benchmark("pope").file("/data", "labels", split="random") == Path("/data/pope/coco/coco_pope_random.json")
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from llava_patch.eval.benchmarks import get_benchmark
+from llava_patch.eval.easyvqa import build_easyvqa
 from llava_patch.eval.scoring import benchmarks, score, submission_benchmarks, write_submission
 from llava_patch.eval.scoring.mmbench import parse_option
 from llava_patch.eval.scoring.mme import parse_yes_no as mme_yes_no
@@ -78,7 +80,8 @@ def write_mmbench_tsv(path: Path, rows, with_answer=True) -> Path:
 
 
 def test_registered_benchmarks():
-    assert benchmarks() == sorted(["gqa", "textvqa", "pope", "sqa_img", "mme", "seed", "mmbench", "mmbench_cn", "vqav2_val"])
+    assert benchmarks() == sorted(["gqa", "textvqa", "pope", "sqa_img", "mme", "seed", "mmbench", "mmbench_cn", "vqav2_val",
+                                   "easyvqa_yesno", "easyvqa"])
     assert submission_benchmarks() == ["mmbench", "mmbench_cn", "mmvet", "vizwiz", "vqav2"]
 
 
@@ -781,6 +784,17 @@ def _partial_vqav2_val(tmp_path, request):
     return root, write_answers(tmp_path / "answers.jsonl", [(8, "x")]), 7, 8, "'1', '2', '3', '4', '5', ..."
 
 
+def _partial_easyvqa(name):
+    def build(tmp_path, request):
+        root = build_easyvqa(tmp_path / "data", images=3)
+        ids = [str(question.question_id) for question in get_benchmark(name).questions(root)]
+        answers = write_answers(tmp_path / "answers.jsonl", [(ids[0], "yes")])
+        missing = ids[1:]
+        return root, answers, len(missing), len(ids), ", ".join(map(repr, missing[:5])) + (", ..." if len(missing) > 5 else "")
+
+    return build
+
+
 PARTIAL_CASES = {
     "gqa": _partial_gqa,
     "textvqa": _partial_textvqa,
@@ -791,6 +805,8 @@ PARTIAL_CASES = {
     "mmbench": _partial_mmbench("mmbench", "mmbench_dev_20230712.tsv"),
     "mmbench_cn": _partial_mmbench("mmbench_cn", "mmbench_dev_cn_20231003.tsv"),
     "vqav2_val": _partial_vqav2_val,
+    "easyvqa_yesno": _partial_easyvqa("easyvqa_yesno"),
+    "easyvqa": _partial_easyvqa("easyvqa"),
 }
 
 

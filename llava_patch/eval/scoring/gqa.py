@@ -7,6 +7,9 @@ Mirrors `scripts/convert_gqa_for_eval.py` (prediction → `text.rstrip('.').lowe
 official GQA `eval.py --tier testdev_balanced` accuracy: prediction == gold answer, over the balanced
 questions, with no further normalisation ("a dog" ≠ "dog"). Like `eval.py` it also splits the
 accuracy into binary questions (structural type verify/logical/choose/compare) and open ones (query).
+
+`score_benchmark` scores any benchmark whose ground truth is in this format; "easyvqa"
+(`llava_patch.eval.easyvqa`) is registered here too.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..benchmarks import get_benchmark
+from ..benchmarks import Benchmark, get_benchmark
 from ..files import read_json
 from .common import answer_sheet, percent
 from .registry import scorer
@@ -25,14 +28,15 @@ def normalize_prediction(text: str) -> str:
     return text.strip().rstrip(".").lower()
 
 
-@scorer("gqa")
-def score(answers_file: Path, data_root: Path, allow_partial: bool = False) -> dict[str, Any]:
-    """GQA accuracy (percent) over the balanced questions, also split binary / open.
+def score_benchmark(benchmark: Benchmark, answers_file: Path, data_root: Path,
+                    allow_partial: bool = False) -> dict[str, Any]:
+    """Accuracy (percent) over the balanced questions of a benchmark whose ground truth is in GQA's format
+    (its record's "questions" file), also split binary / open.
 
     Every balanced question must be answered (as GQA's `eval.py` demands) unless `allow_partial`, which
     scores unanswered ones as wrong; answers to unbalanced questions are accepted and not counted.
     """
-    questions_file = get_benchmark("gqa").file(data_root, "questions")
+    questions_file = benchmark.file(data_root, "questions")
     questions = read_json(questions_file)
     balanced = [question_id for question_id, question in questions.items() if question["isBalanced"]]
     sheet = answer_sheet(answers_file, questions, questions_file, allow_partial, questions=balanced)
@@ -51,3 +55,15 @@ def score(answers_file: Path, data_root: Path, allow_partial: bool = False) -> d
         "open_accuracy": percent(correct["open"], counted["open"]),
         **sheet.counts(),
     }
+
+
+@scorer("gqa")
+def score(answers_file: Path, data_root: Path, allow_partial: bool = False) -> dict[str, Any]:
+    """GQA test-dev balanced accuracy."""
+    return score_benchmark(get_benchmark("gqa"), answers_file, data_root, allow_partial)
+
+
+@scorer("easyvqa")
+def score_easyvqa(answers_file: Path, data_root: Path, allow_partial: bool = False) -> dict[str, Any]:
+    """easy-VQA's short-answer questions (`llava_patch.eval.easyvqa`), scored as GQA: exact match."""
+    return score_benchmark(get_benchmark("easyvqa"), answers_file, data_root, allow_partial)

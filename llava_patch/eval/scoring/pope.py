@@ -1,6 +1,10 @@
 """POPE (COCO val2014; adversarial / popular / random): yes/no metrics per split, as LLaVA's
 `llava/eval/eval_pope.py`, plus the mean F1 of the splits that the papers' tables report.
 
+The same scoring serves every yes/no benchmark in POPE's layout (`score_benchmark`): its record gives
+the files and the split names (`Benchmark.splits`); "easyvqa_yesno" (`llava_patch.eval.easyvqa`) is
+registered here too. The files below are POPE's.
+
 Reads `<data_root>/pope/llava_pope_test.jsonl` (LLaVA's question file: "question_id", "image", "text",
 "category" = split name) and, per split, `<data_root>/pope/coco/coco_pope_<split>.json` (POPE's
 labels, JSON Lines: "question_id", "image", "text", "label" = "yes"/"no"; the POPE commit LLaVA used
@@ -27,12 +31,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..benchmarks import get_benchmark
+from ..benchmarks import Benchmark, get_benchmark
 from ..files import read_jsonl
 from .common import answer_sheet, percent
 from .registry import scorer
 
-SPLITS = ("adversarial", "popular", "random")
 _NO_WORDS = frozenset({"No", "not", "no"})
 
 
@@ -43,16 +46,16 @@ def parse_yes_no(text: str) -> str:
     return "no" if _NO_WORDS.intersection(words) else "yes"
 
 
-def _labels(data_root: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
+def _labels(benchmark: Benchmark, data_root: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
     """LLaVA's question file and question id → (split, label)."""
-    benchmark = get_benchmark("pope")
     question_file = benchmark.question_path(data_root)
     questions_by_split = defaultdict(list)
     for line_number, question in read_jsonl(question_file):
         questions_by_split[question["category"]].append((line_number, question))
-    unknown = sorted(set(questions_by_split) - set(SPLITS))
+    unknown = sorted(set(questions_by_split) - set(benchmark.splits))
     if unknown:
-        raise ValueError(f"{question_file}: unknown POPE split(s) {unknown}; expected {list(SPLITS)}")
+        raise ValueError(f"{question_file}: unknown {benchmark.display} split(s) {unknown}; "
+                         f"expected {list(benchmark.splits)}")
     labels = {}
     for split, questions in questions_by_split.items():
         label_file = benchmark.file(data_root, "labels", split=split)
@@ -95,16 +98,29 @@ def split_metrics(predictions: list[str | None], labels: list[str]) -> dict[str,
     }  # fmt: skip
 
 
-@scorer("pope")
-def score(answers_file: Path, data_root: Path, allow_partial: bool = False) -> dict[str, Any]:
-    """Per-split POPE metrics and `f1_mean`, the mean F1 over the splits of the question file."""
-    question_file, labels = _labels(data_root)
+def score_benchmark(benchmark: Benchmark, answers_file: Path, data_root: Path,
+                    allow_partial: bool = False) -> dict[str, Any]:
+    """Per-split metrics of a yes/no benchmark in POPE's layout and `f1_mean`, the mean F1 over the
+    splits of its question file (in the order of `benchmark.splits`)."""
+    question_file, labels = _labels(benchmark, data_root)
     sheet = answer_sheet(answers_file, labels, question_file, allow_partial)
     predictions, truths = defaultdict(list), defaultdict(list)
     for question_id, (split, label) in labels.items():
         answer = sheet.get(question_id)
         predictions[split].append(parse_yes_no(answer.text) if answer else None)
         truths[split].append(label)
-    per_split = {split: split_metrics(predictions[split], truths[split]) for split in SPLITS if truths[split]}
+    per_split = {split: split_metrics(predictions[split], truths[split]) for split in benchmark.splits if truths[split]}
     f1_mean = sum(metrics["f1"] for metrics in per_split.values()) / len(per_split)
     return {"headline": f1_mean, "f1_mean": f1_mean, **per_split, **sheet.counts()}
+
+
+@scorer("pope")
+def score(answers_file: Path, data_root: Path, allow_partial: bool = False) -> dict[str, Any]:
+    """POPE's per-split metrics and `f1_mean`."""
+    return score_benchmark(get_benchmark("pope"), answers_file, data_root, allow_partial)
+
+
+@scorer("easyvqa_yesno")
+def score_easyvqa_yesno(answers_file: Path, data_root: Path, allow_partial: bool = False) -> dict[str, Any]:
+    """easy-VQA's yes/no questions (`llava_patch.eval.easyvqa`), scored as POPE: metrics per question kind."""
+    return score_benchmark(get_benchmark("easyvqa_yesno"), answers_file, data_root, allow_partial)
