@@ -5,9 +5,10 @@
     handle.remove()
 
 Layout: the patch itself is the top level (`patch`, `registry`, `budget`, `tower`, `cls_attention`,
-`placeholders`, `anyres`) with `methods/` and `adapters/`; around it `models/` (loading, checkpoints,
-prompts, media, tiny test models), `eval/`, `paper/` and `efficiency/`, and `cli`. Imports point one
-way only: cli → {paper, eval, efficiency} → models → the patch.
+`placeholders`, `anyres`) with `methods/`, `adapters/` (model families) and `encoders/` (vision-tower
+families); around it `models/` (loading, checkpoints, prompts, media, tiny test models), `eval/`,
+`paper/` and `efficiency/`, and `cli`. Imports point one way only: cli → {paper, eval, efficiency} →
+models → the patch.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ FasterVLM and VTC-CLS need only softmax(q_cls · Kᵀ / √d_head) per head from
 The reference code asks the whole tower for `output_attentions=True`, which forces eager attention in
 every layer and materialises (B, heads, 1+P, 1+P) maps. Here forward hooks on the layer's own q/k
 projections catch their outputs (computed from the layer-normed input anyway), and the row is
-formed from them: (B, heads, 1+P) extra numbers per layer, no change to the attention kernel.
+formed from them: (B, heads, 1+P) extra numbers per layer, no change to the attention kernel. The
+encoder adapter (`llava_patch.encoders`) says where a family keeps those projections.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
-from torch import nn
+
+from .encoders.base import LayerAttention
 
 
 def cls_attention_row(queries: torch.Tensor, keys: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
@@ -33,19 +35,19 @@ def cls_attention_row(queries: torch.Tensor, keys: torch.Tensor, num_heads: int,
 
 @contextmanager
 def record_cls_attention(
-    attention_modules: dict[int, nn.Module], keep_projections: frozenset[int] = frozenset()
+    attentions: dict[int, LayerAttention], keep_projections: frozenset[int] = frozenset()
 ) -> Iterator[tuple[dict[int, torch.Tensor], dict[int, tuple[torch.Tensor, torch.Tensor]]]]:
     """While active, every forward of the given attention modules records its [CLS] row.
 
-    attention_modules: layer index → a CLIP-style attention module with `q_proj`, `k_proj`,
-    `num_heads` and `scale`. Yields (rows, projections): rows fills with layer index → (B, 1+P)
-    float32 rows (the [CLS]→[CLS] entry included; callers drop column 0); for the layers in
-    `keep_projections`, projections also keeps the raw ([CLS] query (B, 1, C), keys (B, 1+P, C)).
+    attentions: layer index → that layer's attention (`Encoder.attention(index)`). Yields
+    (rows, projections): rows fills with layer index → (B, 1+P) float32 rows (the [CLS]→[CLS] entry
+    included; callers drop column 0); for the layers in `keep_projections`, projections also keeps
+    the raw ([CLS] query (B, 1, C), keys (B, 1+P, C)).
     """
     rows: dict[int, torch.Tensor] = {}
     projections: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     hooks = []
-    for layer, attention in attention_modules.items():
+    for layer, attention in attentions.items():
         projected: dict[str, torch.Tensor] = {}
 
         def keep_query(_module, _inputs, output, projected=projected):
@@ -54,16 +56,16 @@ def record_cls_attention(
         def keep_keys(_module, _inputs, output, projected=projected):
             projected["k"] = output
 
-        def finish(module, _inputs, _output, projected=projected, layer=layer):
+        def finish(_module, _inputs, _output, projected=projected, layer=layer, attention=attention):
             query, keys = projected.pop("q"), projected.pop("k")
-            rows[layer] = cls_attention_row(query, keys, module.num_heads, module.scale)
+            rows[layer] = cls_attention_row(query, keys, attention.num_heads, attention.scale)
             if layer in keep_projections:
                 projections[layer] = (query, keys)
 
         hooks += [
-            attention.q_proj.register_forward_hook(keep_query),
-            attention.k_proj.register_forward_hook(keep_keys),
-            attention.register_forward_hook(finish),
+            attention.query.register_forward_hook(keep_query),
+            attention.key.register_forward_hook(keep_keys),
+            attention.module.register_forward_hook(finish),
         ]
     try:
         yield rows, projections

@@ -1,18 +1,25 @@
-"""Name → class registries for methods and model adapters, and what each method declares.
+"""Name → class registries for methods, model adapters and vision-encoder adapters, and what each
+method declares.
 
-A method is one file in `llava_patch/methods/` decorated with `@register_method("name")`; an adapter
-is one file in `llava_patch/adapters/` decorated with `@register_adapter`. Both are imported by name
-below, on first use (so `import llava_patch` stays light), which is where a new one is added.
+A method is one file in `llava_patch/methods/` decorated with `@register_method("name")`; a model
+adapter is one file in `llava_patch/adapters/` decorated with `@register_adapter`; an encoder adapter
+(one vision-tower family) is one file in `llava_patch/encoders/` decorated with `@register_encoder`.
+All are imported by name below, on first use (so `import llava_patch` stays light), which is where a
+new one is added.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+if TYPE_CHECKING:
+    from .encoders.base import Encoder
 
 _METHODS: dict[str, type] = {}
 _ADAPTERS: list[type] = []
+_ENCODERS: list[type] = []
 T = TypeVar("T", bound=type)
 
 
@@ -29,6 +36,11 @@ def register_method(name: str) -> Callable[[T], T]:
 
 def register_adapter(cls: T) -> T:
     _ADAPTERS.append(cls)
+    return cls
+
+
+def register_encoder(cls: T) -> T:
+    _ENCODERS.append(cls)
     return cls
 
 
@@ -101,3 +113,16 @@ def find_adapter(model: Any):
             return adapter
     supported = ", ".join(a.model_description for a in _ADAPTERS)
     raise ValueError(f"unsupported model {type(model).__name__}; llava_patch supports: {supported}")
+
+
+def find_encoder(tower: Any) -> Encoder:
+    """The encoder adapter wrapping vision tower `tower`, or a
+    ValueError naming the tower's class and the supported families."""
+    from .encoders import clip, dinov2  # noqa: F401  (they register)
+
+    for encoder in _ENCODERS:
+        if encoder.supports(tower):
+            return encoder(tower)
+    supported = "; ".join(e.family for e in _ENCODERS)
+    raise ValueError(f"unsupported vision tower {type(tower).__name__}: pruning needs a ViT with a [CLS] token "
+                     f"of a supported family: {supported}")

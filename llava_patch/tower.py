@@ -1,9 +1,10 @@
 """The vision tower: which layer feeds the projector, how many patches an image has, and the one
-vision path every backend and family shares — run a CLIP-style tower up to the select layer, score
-the patches with the selector, keep the selected patch features.
+vision path every backend and family shares — run a ViT with a [CLS] token up to the select layer,
+score the patches with the selector, keep the selected patch features.
 
-LLaVA-1.5, LLaVA-NeXT crops and Video-LLaVA frames all go through a transformers `CLIPVisionModel`;
-only what happens around it differs (the adapters).
+LLaVA-1.5, LLaVA-NeXT crops and Video-LLaVA frames all go through this path; only what happens
+around it differs (the model adapters). Which tower family it runs — CLIP, DINOv2 — is the encoder
+adapter's business (`llava_patch.encoders`, found by `registry.find_encoder`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 
 from .cls_attention import record_cls_attention
 from .methods.base import SelectionInputs, Selector
+from .registry import find_encoder
 
 
 @dataclass
@@ -67,18 +69,6 @@ def llava_vision_geometry(config) -> VisionGeometry:
                           vision.image_size // vision.patch_size)
 
 
-def clip_encoder(tower: nn.Module) -> nn.Module:
-    """The module holding `embeddings`, `pre_layrnorm` and `encoder.layers` of a CLIP vision tower."""
-    vision = getattr(tower, "vision_model", tower)
-    embeddings = getattr(vision, "embeddings", None)
-    if embeddings is None or not hasattr(embeddings, "class_embedding") or not hasattr(vision, "encoder"):
-        raise ValueError(
-            f"vision tower {type(tower).__name__} is not a CLIP-style encoder with a [CLS] token "
-            "(needs embeddings.class_embedding and encoder.layers)"
-        )
-    return vision
-
-
 def encode_and_select(
     tower: nn.Module,
     pixel_values: torch.Tensor,
@@ -93,17 +83,16 @@ def encode_and_select(
     stop_at_select_layer: skip the layers after it (their output is never used by LLaVA); False runs
         the whole tower as the original code does, for comparison.
     """
-    vision = clip_encoder(tower)
-    layers = vision.encoder.layers
-    cls_layers, key_layers = selector.cls_layers(select_layer), selector.key_layers(len(layers))
-    scored = {index: layers[index].self_attn for index in [*cls_layers, *key_layers]}
-    last = max([select_layer, *scored]) if stop_at_select_layer else len(layers) - 1
-    device = vision.embeddings.patch_embedding.weight.device
-    pixel_values = pixel_values.to(device)
+    encoder = find_encoder(tower)
+    num_layers = len(encoder.layers)
+    cls_layers, key_layers = selector.cls_layers(select_layer), selector.key_layers(num_layers)
+    scored = {index: encoder.attention(index) for index in [*cls_layers, *key_layers]}
+    last = max([select_layer, *scored]) if stop_at_select_layer else num_layers - 1
+    pixel_values = pixel_values.to(encoder.device)
     with record_cls_attention(scored, frozenset(key_layers)) as (cls_rows, projections):
-        hidden = vision.pre_layrnorm(vision.embeddings(pixel_values))
-        for index, layer in enumerate(layers[: last + 1]):
-            hidden = layer(hidden, None)
+        hidden = encoder.embed(pixel_values)
+        for index in range(last + 1):
+            hidden = encoder.run_layer(index, hidden)
             if index == select_layer:
                 selected = hidden
     patches = selected[:, 1:]  # [CLS] dropped, as LLaVA's select_feature="patch"

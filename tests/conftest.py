@@ -64,3 +64,11 @@ def tiny_llava_576_dir(tmp_path_factory):
     from llava_patch.models.tiny import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava-576"), image_size=336, patch_size=14)
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2_dir(tmp_path_factory):
+    """A tiny LLaVA whose vision tower is a DINOv2 (`Dinov2Model`, 16×16 patches) instead of CLIP."""
+    from llava_patch.models.tiny import build_tiny_llava_dinov2
+
+    return build_tiny_llava_dinov2(tmp_path_factory.mktemp("tiny-dinov2"))

@@ -19,7 +19,8 @@ from transformers.utils import ModelOutput
 
 from ..patch import PatchConfig
 from ..placeholders import resize_placeholders
-from ..tower import VisionSelection, clip_encoder, encode_and_select, llava_vision_geometry
+from ..registry import find_encoder
+from ..tower import VisionSelection, encode_and_select, llava_vision_geometry
 from .base import Adapter, bind_call
 
 
@@ -50,7 +51,7 @@ class HFAdapter(Adapter):
         super().__init__(model)
         geometry = llava_vision_geometry(model.config)
         for tower in towers:
-            clip_encoder(tower)  # raises for towers without a [CLS] token
+            find_encoder(tower)  # raises for towers of no supported family (e.g. without a [CLS] token)
         self.select_layer, self.side, self.num_patches = geometry.select_layer, geometry.side, geometry.num_patches
         self.patch: PatchConfig | None = None
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..anyres import MODES, NextLayout
 from ..patch import PatchConfig
-from ..registry import register_adapter
+from ..registry import find_encoder, register_adapter
 from ..tower import encode_and_select, project, select_layer_index
 from .base import Adapter, bind_call
 
@@ -67,8 +67,8 @@ class OriginalLlavaAdapter(Adapter):
             raise ValueError("the model's vision tower is not loaded; load the checkpoint with load_pretrained_model first")
         if self.vision_tower.select_feature != "patch":
             raise ValueError(f"mm_vision_select_feature={self.vision_tower.select_feature!r}: pruning needs 'patch'")
-        clip = self.vision_tower.vision_tower
-        self.select_layer = select_layer_index(self.vision_tower.select_layer, clip.config.num_hidden_layers)
+        encoder = find_encoder(self.vision_tower.vision_tower)  # the CLIPVisionModel inside CLIPVisionTower
+        self.select_layer = select_layer_index(self.vision_tower.select_layer, len(encoder.layers))
         self.side = self.vision_tower.num_patches_per_side
         self.num_patches = self.vision_tower.num_patches  # per crop
         self.accepts_variable_counts = not self.anyres

@@ -4,7 +4,8 @@ Used by the test suite and the demo, where no real checkpoint can be downloaded.
 the same `from_pretrained` / `AutoProcessor` code as real checkpoints; their outputs mean nothing.
 
 Vision: CLIP-style tower with [CLS], 56 px images, 7 px patches → 8×8 = 64 patches, 4 layers
-(so vision_feature_layer=-2 is encoder layer index 2 and VTC-CLS's default layers are 0, 1, 2).
+(so vision_feature_layer=-2 is encoder layer index 2 and VTC-CLS's default layers are 0, 1, 2);
+`build_tiny_llava_dinov2` puts a DINOv2 tower (ViT/14 with [CLS], no registers) in its place.
 Language: 4-layer Llama with grouped-query attention. Tokenizer: word-level, made here.
 """
 
@@ -20,15 +21,20 @@ from transformers import (
     AutoProcessor,
     CLIPImageProcessorPil,
     CLIPVisionConfig,
+    Dinov2Config,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 NUM_PATCHES = 64
 SELECT_LAYER = 2  # vision_feature_layer=-2 on a 4-layer tower
+# The DINOv2 one: ViT/14 at 224 px, DINOv2's own grid (16×16), large enough for every PruMerge+ budget.
+DINOV2_IMAGE_SIZE, DINOV2_PATCH_SIZE = 224, 14
+DINOV2_NUM_PATCHES = (DINOV2_IMAGE_SIZE // DINOV2_PATCH_SIZE) ** 2
 WORDS = ["USER", "ASSISTANT", ":", "?", ".", "what", "is", "in", "the", "image", "describe", "colour"]
 WORDS += [f"w{i}" for i in range(50)]
 
@@ -79,19 +85,40 @@ def build_tiny_llava(directory: str | Path, seed: int = 0, image_size: int = 56,
 
     image_size=336, patch_size=14 gives LLaVA-1.5's real 24×24 = 576-patch geometry on the tiny widths.
     """
-    directory = Path(directory)
     tokenizer = make_tokenizer()
     config = build_tiny_llava_config(
         len(tokenizer), pad_token_id=tokenizer.pad_token_id, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         image_size=image_size, patch_size=patch_size,
     )
+    return _save_tiny_llava(directory, config, tokenizer, seed, CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}))
+
+
+def build_tiny_llava_dinov2(directory: str | Path, seed: int = 0) -> Path:
+    """Write a random tiny `LlavaForConditionalGeneration` checkpoint whose vision tower is a
+    `Dinov2Model` (4 layers, 224-px images of 16×16 patches, [CLS], no registers) with its processor
+    (ImageNet normalisation, as DINOv2's) to `directory`. The language side is `build_tiny_llava`'s."""
+    tokenizer = make_tokenizer()
+    base = build_tiny_llava_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids("<image>"))
+    vision = Dinov2Config(hidden_size=32, mlp_ratio=2, num_hidden_layers=4, num_attention_heads=4,
+                          image_size=DINOV2_IMAGE_SIZE, patch_size=DINOV2_PATCH_SIZE)
+    config = LlavaConfig(vision_config=vision, text_config=base.text_config, image_token_id=base.image_token_id,
+                         vision_feature_layer=-2, vision_feature_select_strategy="default")
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": DINOV2_IMAGE_SIZE}, crop_size={"height": DINOV2_IMAGE_SIZE, "width": DINOV2_IMAGE_SIZE},
+        image_mean=IMAGENET_DEFAULT_MEAN, image_std=IMAGENET_DEFAULT_STD,
+    )
+    return _save_tiny_llava(directory, config, tokenizer, seed, image_processor)
+
+
+def _save_tiny_llava(directory: str | Path, config: LlavaConfig, tokenizer, seed: int, image_processor) -> Path:
+    """Random weights for `config`, saved with a LLaVA processor (one placeholder per patch)."""
+    directory = Path(directory)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
     _spread_weights(model)
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
-                                            crop_size={"height": image_size, "width": image_size})
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=config.vision_config.patch_size,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
     )
     model.save_pretrained(directory)

@@ -37,11 +37,11 @@ from torch import nn
 from transformers import LlavaForConditionalGeneration
 
 from ..cls_attention import record_cls_attention
-from ..registry import create_method, method_info, methods
+from ..registry import create_method, find_encoder, method_info, methods
 from ..models.media import read_image
 from ..patch import apply, get_handle
 from ..models.prompting import IMAGE_TOKEN, expand_to_square, preprocess_images, tokenize_with_images, vicuna_v1_prompt
-from ..tower import clip_encoder, llava_vision_geometry
+from ..tower import llava_vision_geometry
 
 QUERY_GROUPS = ("image", "text", "last", "all")
 QUERY_LABELS = {"image": "image → visual", "text": "text → visual", "last": "last token → visual", "all": "all → visual"}
@@ -296,7 +296,7 @@ def _recording_cls_scores(model: LlavaForConditionalGeneration) -> Iterator[Call
     the latest: (images, patches) head-mean [CLS] attention over the patch tokens ([CLS]→[CLS]
     dropped, no renormalisation)."""
     select_layer = llava_vision_geometry(model.config).select_layer
-    attention = clip_encoder(model.model.vision_tower).encoder.layers[select_layer].self_attn
+    attention = find_encoder(model.model.vision_tower).attention(select_layer)
     with record_cls_attention({select_layer: attention}) as (rows, _projections):
         yield lambda: rows.pop(select_layer)[:, 1:]
 

@@ -10,14 +10,18 @@ PACKAGE = Path(llava_patch.__file__).resolve().parent
 # group → rank: a module may import its own group or a group of lower rank; paper reads eval's records.
 RANKS = {"core": 0, "models": 1, "eval": 2, "efficiency": 2, "paper": 3, "cli": 4}
 ALLOWED_SAME_RANK = {("paper", "eval")}
+# The patch's own subpackages belong to core with the top-level modules (registry, tower, ...).
+CORE_SUBPACKAGES = ("methods", "adapters", "encoders")
 
 
 def _group(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1:
         return "core"
-    if parts[1] in ("models", "eval", "efficiency", "paper", "cli"):
+    if parts[1] in RANKS:
         return parts[1]
+    if (PACKAGE / parts[1]).is_dir() and parts[1] not in CORE_SUBPACKAGES:
+        raise ValueError(f"subpackage llava_patch.{parts[1]} has no place in the layout: add it to RANKS or CORE_SUBPACKAGES")
     return "core"
 
 
@@ -72,6 +76,9 @@ def test_the_rule_catches_arrows_against_it():
         "llava_patch.eval.runner:1: eval imports paper (llava_patch.paper.tables)"]
     assert _violations("llava_patch.models.loading", "from ..efficiency import cost\n") == [
         "llava_patch.models.loading:1: models imports efficiency (llava_patch.efficiency)"]
+    # The patch's subpackages are core: they may not reach outward.
+    assert _violations("llava_patch.encoders.dinov2", "from ..models.tiny import load\nfrom ..registry import register_encoder\n") == [
+        "llava_patch.encoders.dinov2:1: core imports models (llava_patch.models.tiny)"]
     assert _violations("llava_patch.paper.tables", "from ..eval.benchmarks import BENCHMARKS\nfrom .. import apply\n") == []
 
 
