@@ -235,6 +235,30 @@ def _compare(args: argparse.Namespace) -> int:
     return 0 if report["same_model"] else 1
 
 
+# train-toy ----------------------------------------------------------------------------------------
+def _train_toy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", default="runs/toy-training",
+                        help="folder for the projector, its log and record (a rerun resumes; a finished one is refused)")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--images-per-step", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--warmup-steps", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.epilog = "Unset options take the defaults of llava_patch.training.projector.TrainingConfig."
+
+
+def _train_toy(args: argparse.Namespace) -> int:
+    from .training.projector import TrainingConfig, train_projector
+
+    names = ("steps", "images_per_step", "learning_rate", "warmup_steps", "seed", "threads")
+    config = TrainingConfig(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
+    path = train_projector(args.output, config, command=" ".join(["llava-patch", *sys.argv[1:]]))
+    print(f"wrote {path}; to make it the toy's projector: cp {path} {Path(args.output) / 'training*'} "
+          "llava_patch/models/toy_weights/")
+    return 0
+
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
     "demo": ("every method on one image: visual tokens, answer, time", _demo_arguments, _demo),
@@ -249,6 +273,8 @@ COMMANDS: dict[str, Command] = {
     "bench": ("latency/memory benchmark vs the reference approach", _bench_arguments, _bench),
     "convert": ("convert a LLaVA-1.5 checkpoint between the original and llava-hf layouts", _convert_arguments, _convert),
     "compare": ("compare two checkpoints tensor by tensor (either layout)", _compare_arguments, _compare),
+    "train-toy": ("train the toy LLaVA's projector on easy-VQA (CPU, about half an hour)", _train_toy_arguments,
+                  _train_toy),
 }
 
 

@@ -14,6 +14,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from ..models.checkpoint import sha256  # noqa: F401  (the runner and the training record hash files with it)
 from .files import read_json
 
 PACKAGES = ("torch", "transformers", "accelerate", "llava-patch", "llava-torch")
@@ -22,14 +23,6 @@ PACKAGES = ("torch", "transformers", "accelerate", "llava-patch", "llava-torch")
 # `text_config` take LlamaConfig's defaults (the 7B sizes), as transformers itself does.
 _LLAMA_DEFAULT = {"hidden_size": 4096, "num_hidden_layers": 32}
 _SIZES = {(4096, 32): "7b", (5120, 40): "13b"}
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_fingerprint(directory: str | Path) -> str | None:

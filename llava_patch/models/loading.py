@@ -23,7 +23,7 @@ from torch import nn
 from ..adapters.llava_original import IMAGE_TOKEN_INDEX
 from ..tower import llava_vision_geometry
 from .checkpoint import check_weights, read_config, vision_tower_path
-from .prompting import IMAGE_TOKEN, left_pad, pad_token_id, preprocess_images, tokenize_with_images, vicuna_v1_prompt
+from .prompting import IMAGE_TOKEN, left_pad, pad_token_id, preprocess_images, prompt_builder, tokenize_with_images
 
 BACKENDS = ("llava", "hf")
 LLAVA_REQUIREMENT = "llava-torch==1.2.2.post1"  # installed with --no-deps: its own pins conflict with ours
@@ -71,9 +71,10 @@ class VLM:
         self.image_processor = image_processor
         self.source = source
         self.pad_token_id = pad_token_id(tokenizer)
+        self.build_prompt = prompt_builder(getattr(model, "config", None))
 
     def prompt(self, question: str, with_image: bool = True) -> str:
-        return vicuna_v1_prompt(question, with_image)
+        return self.build_prompt(question, with_image)
 
     def prompt_ids(self, question: str, with_image: bool = True) -> list[int]:
         prompt = self.prompt(question, with_image)

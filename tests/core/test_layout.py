@@ -1,4 +1,4 @@
-"""The package's layout rules: imports point one way (cli → {paper, eval, efficiency} → models → the
+"""The package's layout rules: imports point one way (cli → {paper, training} → {eval, efficiency} → models → the
 patch), and a method's file is named after the method."""
 
 import ast
@@ -8,7 +8,7 @@ import llava_patch
 
 PACKAGE = Path(llava_patch.__file__).resolve().parent
 # group → rank: a module may import its own group or a group of lower rank; paper reads eval's records.
-RANKS = {"core": 0, "models": 1, "eval": 2, "efficiency": 2, "paper": 3, "cli": 4}
+RANKS = {"core": 0, "models": 1, "eval": 2, "efficiency": 2, "paper": 3, "training": 3, "cli": 4}
 ALLOWED_SAME_RANK = {("paper", "eval")}
 # The patch's own subpackages belong to core with the top-level modules (registry, tower, ...).
 CORE_SUBPACKAGES = ("methods", "adapters", "encoders")
