@@ -67,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--limit", type=int, help="only the first N questions (smoke runs)")
     parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"))
+    parser.add_argument("--no-image", action="store_true",
+                        help="ask every question without its image: the text-only baseline (with --method none)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, benchmark=args.benchmark, data_root=args.data_root, output_dir=args.output_dir,
         backend=args.backend, method=args.method, options=parse_options(args.option), keep=args.keep,
         reduction_ratio=args.reduction_ratio, batch_size=args.batch_size, limit=args.limit, dtype=args.dtype,
+        no_image=args.no_image,
     ))
     return 0
 

@@ -18,7 +18,7 @@ import os
 import statistics
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -51,6 +51,7 @@ class RunConfig:
     batch_size: int = 1
     limit: int | None = None  # the first N questions only (smoke runs)
     dtype: str | None = None  # float16 / bfloat16 / float32; default: float16 on CUDA, float32 on CPU
+    no_image: bool = False  # ask every question without its image (the text-only baseline; method "none")
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -142,6 +143,8 @@ def _questions(config: RunConfig, benchmark: Benchmark) -> list[Question]:
     questions = benchmark.questions(config.data_root)[: config.limit]
     if not questions:
         raise ValueError(f"{benchmark.question_path(config.data_root)}: no questions")
+    if config.no_image:  # the same prompt text, without "<image>\n" and without the picture
+        questions = [replace(question, image=None) for question in questions]
     return questions
 
 
@@ -149,6 +152,8 @@ def _budget(config: RunConfig) -> dict:
     """The budget arguments for `apply`, after the checks that need no model."""
     if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
         raise ValueError(f"--batch-size {config.batch_size}: must be a positive integer")
+    if config.no_image and config.method != "none":
+        raise ValueError(f"--no-image asks without the image; it runs with --method none, not {config.method}")
     return budget_arguments(config.method, config.keep, config.reduction_ratio)
 
 
@@ -173,6 +178,8 @@ def check_visual_tokens(measured: list[int], samples: int, expected: int | None,
 
 
 def _describe(config: RunConfig) -> str:
+    if config.no_image:
+        return "no image"
     if config.keep is not None:
         return f"{config.method} keep {config.keep}"
     if config.reduction_ratio is not None:
@@ -317,6 +324,7 @@ def _manifest(config: RunConfig, benchmark: Benchmark, answers: list[dict], stat
         "weights_fingerprint": provenance.weights_fingerprint(config.model),
         "backend": config.backend,
         "method": config.method,
+        "no_image": config.no_image,
         "options": config.options,
         "requested_budget": {"keep": config.keep, "reduction_ratio": config.reduction_ratio},
         "measured_visual_tokens": {"min": min(visual), "mean": statistics.fmean(visual), "max": max(visual)} if visual else None,

@@ -1,8 +1,10 @@
-"""A sweep: every method × reduction ratio × benchmark through the runner, then one results table
-(CSV + Markdown) and a retention figure (each benchmark's headline metric vs % of visual tokens
-pruned, the unpruned model as a horizontal line). Finished runs are skipped, so a stopped sweep
-resumes where it stopped. `llava-patch reproduce` (`make reproduce`) calls `reproduce`: without a
-checkpoint or data root, a tiny random model on the bundled mini benchmark.
+"""A sweep: every method × reduction ratio × benchmark through the runner, plus the unpruned model and
+the same questions without the image, then one results table (CSV + Markdown, each headline with its
+95% bootstrap interval over questions) and a retention figure (each benchmark's headline metric vs %
+of visual tokens pruned; unpruned and no-image as horizontal lines). Finished runs are skipped, so a
+stopped sweep resumes where it stopped. `llava-patch reproduce` (`make reproduce`) calls `reproduce`:
+without a checkpoint or data root, the toy LLaVA (`llava_patch.models.toy`) on a sample of easy-VQA's
+test split (`llava_patch.eval.easyvqa`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ from pathlib import Path
 
 from .. import method_info, methods as registered_methods
 from .benchmarks import get_benchmark
+from .bootstrap import headline_interval
 from .files import read_json, write_atomic
-from .runner import MANIFEST, METRICS, RunConfig, run
+from .runner import ANSWERS, MANIFEST, METRICS, RunConfig, run
 
 RATIOS = (0.75, 0.9, 0.95)
-BENCHMARKS = ("pope", "gqa")  # what the embedded default has questions for
+BENCHMARKS = ("pope", "gqa")  # a real sweep's default (CKPT/DATA)
+TOY_BENCHMARKS = ("easyvqa", "easyvqa_yesno")
+TOY_IMAGES = 12  # easy-VQA test images of the default sweep (≈ 30 short-answer, 90 yes/no questions)
+NO_IMAGE = "no image"  # the row of questions asked without their image
 
 
 def default_methods() -> list[str]:
@@ -28,42 +34,43 @@ def default_methods() -> list[str]:
 
 
 def reproduce(model: str | None = None, data_root: str | Path | None = None,
-              output_root: str | Path = "runs/reproduce", benchmarks: list[str] | tuple[str, ...] = BENCHMARKS,
+              output_root: str | Path = "runs/reproduce", benchmarks: list[str] | tuple[str, ...] | None = None,
               methods: list[str] | None = None, ratios: list[float] | tuple[float, ...] = RATIOS,
               backend: str = "llava", batch_size: int = 8, limit: int | None = None,
-              threads: int | None = None) -> list[dict]:
-    """The sweep of `methods` (default: `default_methods()`) × `ratios` × `benchmarks` with its table
-    and figure under `output_root`. Without `model` or `data_root`: a tiny random model and the mini
-    benchmark, under `output_root`/mini, in float32 (the numbers exercise the pipeline only).
-
-    threads: torch's intra-op CPU threads (default: torch's choice, and 1 for the tiny model, whose
-    matrices are too small to share: on a 2-core host one thread ran the default sweep 7.5× faster
-    under load, 76 s against 571 s)."""
+              threads: int | None = None, images: int | None = None) -> list[dict]:
+    """The sweep of `methods` (default: `default_methods()`) × `ratios` × `benchmarks`, with the no-image
+    baseline, and its table and figure under `output_root`. Without `model` and `data_root`: the toy
+    LLaVA (transformers backend, float32) on `images` easy-VQA test images (both toy benchmarks),
+    under `output_root`/toy. threads: torch's intra-op CPU threads (default: torch's choice)."""
     import torch
 
     output_root, dtype = Path(output_root), None
     if (model is None) != (data_root is None):
         given, missing = ("CKPT/--model", "DATA/--data-root") if model is not None else ("DATA/--data-root", "CKPT/--model")
-        raise ValueError(f"{given} is set but {missing} is not: set both for a real sweep, neither for the bundled "
-                         "tiny model and mini benchmark")
+        raise ValueError(f"{given} is set but {missing} is not: set both for a real sweep, neither for the toy "
+                         "LLaVA on easy-VQA")
     if model is None:
-        output_root = output_root / "mini"
-        model, data_root = _embedded_default(output_root)
-        dtype, threads = "float32", threads or 1
-        print(f"CKPT/DATA not set: tiny random model and the mini benchmark under {output_root} "
-              "(the numbers exercise the pipeline; they mean nothing about the papers)")
+        images = images or TOY_IMAGES
+        output_root = output_root / "toy"
+        model, data_root = _toy_default(output_root, images)
+        backend, dtype, benchmarks = "hf", "float32", benchmarks or TOY_BENCHMARKS
+        print(f"CKPT/DATA not set: the toy LLaVA ({model}) on {images} easy-VQA test images, under {output_root} "
+              "(a small trained model on a toy task: what pruning does to it, not the papers' numbers)")
     if threads is not None:
         torch.set_num_threads(threads)
     output_root.mkdir(parents=True, exist_ok=True)
-    rows = sweep(str(model), Path(data_root), output_root, list(benchmarks), methods or default_methods(), ratios,
-                 backend, batch_size, dtype, limit)
+    rows = sweep(str(model), Path(data_root), output_root, list(benchmarks or BENCHMARKS),
+                 methods or default_methods(), ratios, backend, batch_size, dtype, limit)
     print((output_root / "results.md").read_text())
     print(f"wrote {output_root / 'results.csv'}, {output_root / 'results.md'}, {output_root / 'retention.png'} (.pdf)")
     return rows
 
 
 def sweep(model: str, data_root: Path, output_root: Path, benchmarks: list[str], methods=None, ratios=RATIOS,
-          backend: str = "llava", batch_size: int = 8, dtype: str | None = None, limit: int | None = None) -> list[dict]:
+          backend: str = "llava", batch_size: int = 8, dtype: str | None = None, limit: int | None = None,
+          no_image: bool = True) -> list[dict]:
+    """Every run of the sweep (resumably), then results.csv, results.md and retention.png/.pdf.
+    no_image: also ask each benchmark's questions without their image (the text-only baseline)."""
     methods = default_methods() if methods is None else methods
     for method in methods:
         info = method_info(method)
@@ -72,38 +79,59 @@ def sweep(model: str, data_root: Path, output_root: Path, benchmarks: list[str],
                              "the sweep runs reduction ratios")
     settings = [(benchmark, method, ratio) for benchmark in benchmarks for method in methods
                 for ratio in (ratios if method_info(method).takes_budget else [0.0])]
+    if no_image:
+        settings += [(benchmark, NO_IMAGE, 1.0) for benchmark in benchmarks]
     rows = []
     for number, (benchmark, method, ratio) in enumerate(settings, start=1):
-        output = output_root / benchmark / f"{method}-{ratio:g}"
+        output = output_root / benchmark / (f"{method}-{ratio:g}" if method != NO_IMAGE else "no-image")
+        takes_budget = method != NO_IMAGE and method_info(method).takes_budget
         run(RunConfig(model=model, benchmark=benchmark, data_root=str(data_root), output_dir=str(output),
-                      backend=backend, method=method, reduction_ratio=ratio if method_info(method).takes_budget else None,
-                      batch_size=batch_size, dtype=dtype, limit=limit), label=f"run {number}/{len(settings)}")
-        rows.append(_row(benchmark, method, ratio, output))
+                      backend=backend, method="none" if method == NO_IMAGE else method,
+                      reduction_ratio=ratio if takes_budget else None, batch_size=batch_size, dtype=dtype,
+                      limit=limit, no_image=method == NO_IMAGE), label=f"run {number}/{len(settings)}")
+        rows.append(_row(benchmark, method, ratio, output, data_root, limit is not None))
     _write_tables(rows, output_root)
     _plot(rows, output_root / "retention")
     return rows
 
 
-def _row(benchmark: str, method: str, ratio: float, output: Path) -> dict:
+def _row(benchmark: str, method: str, ratio: float, output: Path, data_root: Path, partial: bool) -> dict:
     metrics = read_json(output / METRICS) if (output / METRICS).exists() else {}
     manifest = read_json(output / MANIFEST)
     tokens = manifest["measured_visual_tokens"] or {}
     metric = get_benchmark(benchmark).headline
+    interval = headline_interval(benchmark, output / ANSWERS, data_root, allow_partial=partial) if metrics else None
+    low, high = interval or (None, None)
     return {"benchmark": benchmark, "method": method, "reduction_ratio": ratio, "metric": metric,
-            "value": metrics.get(metric), "visual_tokens_mean": tokens.get("mean"), "run": str(output)}
+            "value": metrics.get(metric), "ci95_low": low, "ci95_high": high,
+            "visual_tokens_mean": tokens.get("mean", 0.0), "questions": manifest["questions"],
+            "model": manifest["model"], "run": str(output)}
 
 
 def _write_tables(rows: list[dict], output_root: Path) -> None:
+    unpruned = {row["benchmark"]: row["value"] for row in rows if row["method"] != NO_IMAGE
+                and not method_info(row["method"]).takes_budget}
+    for row in rows:
+        base = unpruned.get(row["benchmark"])
+        row["percent_of_unpruned"] = round(100 * row["value"] / base, 1) if row["value"] is not None and base else None
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(output_root / "results.csv", table.getvalue())
-    lines = ["| benchmark | method | pruned | visual tokens (mean) | metric | value |", "|---|---|---|---|---|---|"]
+    lines = ["| benchmark | method | pruned | visual tokens (mean) | questions | metric | value [95% CI] | % of unpruned |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        value = "—" if row["value"] is None else f"{row['value']:.4g}"
+        value = "—" if row["value"] is None else f"{row['value']:.1f}"
+        if row["ci95_low"] is not None:
+            value += f" [{row['ci95_low']:.1f}, {row['ci95_high']:.1f}]"
+        share = "—" if row["percent_of_unpruned"] is None else f"{row['percent_of_unpruned']:.1f}"
         lines.append(f"| {row['benchmark']} | {row['method']} | {row['reduction_ratio']:.0%} | "
-                     f"{row['visual_tokens_mean']:.1f} | {row['metric']} | {value} |")
+                     f"{row['visual_tokens_mean']:.1f} | {row['questions']} | {row['metric']} | {value} | {share} |")
+    lines.append("")
+    lines.append("Value: the benchmark's headline metric (percent); in brackets its 95% bootstrap interval over the "
+                 "questions (1 000 resamples). Visual tokens: measured per sample as they reached the LLM. "
+                 f"\"{NO_IMAGE}\": the same questions asked without the image.")
     write_atomic(output_root / "results.md", "\n".join(lines) + "\n")
 
 
@@ -112,31 +140,45 @@ def _plot(rows: list[dict], path: Path) -> None:
 
     from ..plotting import save_figure
 
-    benchmarks = sorted({row["benchmark"] for row in rows})
-    figure = Figure(figsize=(4.5 * len(benchmarks), 3.5))
+    benchmarks = list(dict.fromkeys(row["benchmark"] for row in rows))
+    figure = Figure(figsize=(4.5 * len(benchmarks), 3.6))
     axes = figure.subplots(1, len(benchmarks), squeeze=False)
     for axis, benchmark in zip(axes[0], benchmarks):
         subset = [row for row in rows if row["benchmark"] == benchmark and row["value"] is not None]
         for method in dict.fromkeys(row["method"] for row in subset):
-            points = sorted((100 * row["reduction_ratio"], row["value"]) for row in subset if row["method"] == method)
-            if not method_info(method).takes_budget:
+            points = sorted((100 * row["reduction_ratio"], row["value"], row["ci95_low"], row["ci95_high"])
+                            for row in subset if row["method"] == method)
+            if method == NO_IMAGE:
+                axis.axhline(points[0][1], color="grey", linestyle=":", label=NO_IMAGE)
+            elif not method_info(method).takes_budget:
                 axis.axhline(points[0][1], color="black", linestyle="--", label="unpruned")
             else:
-                axis.plot(*zip(*points), marker="o", label=method)
+                x, y, low, high = zip(*points)
+                errors = None if None in low else [[v - lo for v, lo in zip(y, low)], [hi - v for v, hi in zip(y, high)]]
+                axis.errorbar(x, y, yerr=errors, marker="o", capsize=2, label=method)
         record = get_benchmark(benchmark)
-        axis.set(title=record.display, xlabel="visual tokens pruned (%)", ylabel=record.headline)
+        questions = subset[0]["questions"] if subset else 0
+        axis.set(title=f"{record.display} ({questions} questions)", xlabel="visual tokens pruned (%)",
+                 ylabel=f"{record.headline} (95% bootstrap CI)")
         axis.legend(fontsize=7)
+    figure.suptitle(f"model: {Path(rows[0]['model']).name}", fontsize=9)
     figure.tight_layout()
     save_figure(figure, path)
 
 
-def _embedded_default(root: Path) -> tuple[str, str]:
-    from ..models.tiny import build_tiny_llava_original
-    from .minibench import build_minibench
+def _toy_default(root: Path, images: int) -> tuple[str, str]:
+    """The toy checkpoint (built once into the cache) and an easy-VQA sample of `images` test images
+    under `root`/data; a `root` holding a sample of another size is refused (its runs would mix)."""
+    from ..models.toy import toy_checkpoint
+    from .easyvqa import build_easyvqa
 
-    model, data = root / "model" / "llava-v1.5-tiny", root / "data"
-    if not model.exists():
-        build_tiny_llava_original(root / "model")
+    data, marker = root / "data", root / "sample.json"
+    if marker.exists() and read_json(marker)["images"] != images:
+        raise ValueError(f"{marker}: {root} holds the sweep of {read_json(marker)['images']} easy-VQA images, "
+                         f"not {images}; choose another --output-root")
+    model = toy_checkpoint()
     if not data.exists():
-        build_minibench(data, images=12)
+        root.mkdir(parents=True, exist_ok=True)
+        build_easyvqa(data, images=images)
+        write_atomic(marker, f'{{"images": {images}}}\n')
     return str(model), str(data)

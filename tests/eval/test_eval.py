@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from llava_patch.eval import provenance
 from llava_patch.eval.minibench import build_minibench
@@ -215,8 +216,10 @@ def test_the_sweep_writes_its_table_and_the_same_figure_twice(tiny_original, min
         rows = sweep(str(tiny_original[0]), Path(minibench), tmp_path / attempt, ["pope"], methods=["none", "fastervlm"],
                      ratios=[0.9], dtype="float32", limit=3)
     assert [(row["method"], row["reduction_ratio"], row["visual_tokens_mean"]) for row in rows] == [
-        ("none", 0.0, 64), ("fastervlm", 0.9, 6)]
-    assert (tmp_path / "second" / "results.md").read_text().count("| pope |") == 2
+        ("none", 0.0, 64), ("fastervlm", 0.9, 6), ("no image", 1.0, 0.0)]
+    assert all(row["ci95_low"] <= row["value"] <= row["ci95_high"] for row in rows)
+    assert rows[0]["percent_of_unpruned"] == 100.0
+    assert (tmp_path / "second" / "results.md").read_text().count("| pope |") == 3
     assert (tmp_path / "first" / "retention.png").read_bytes() == (tmp_path / "second" / "retention.png").read_bytes()
 
 
@@ -270,3 +273,23 @@ def test_greedy_near_ties_are_recorded_per_answer_and_counted(tiny_original, min
     recorded = [row["metadata"]["min_logit_margin"] for row in _answers(tmp_path / "run")]
     assert all(value >= 0 for value in recorded)
     assert manifest["greedy_near_ties"]["count"] == sum(value < 0.05 for value in recorded)
+
+
+def test_a_no_image_run_asks_the_same_questions_without_the_image(tiny_original, minibench, tmp_path):
+    manifest = run(_config(tiny_original, minibench, tmp_path / "text", method="none", reduction_ratio=None,
+                           limit=4, no_image=True))
+    assert manifest["no_image"] is True and manifest["measured_visual_tokens"] is None
+    assert all(row["metadata"]["visual_tokens"] == 0 for row in _answers(tmp_path / "text"))
+    from llava_patch.eval.benchmarks import get_benchmark
+    from llava_patch.models.loading import load_model
+
+    vlm = load_model(str(tiny_original[0]), backend="llava", dtype=torch.float32)
+    questions = get_benchmark("pope").questions(minibench)[:4]
+    expected = vlm.generate(None, [question.text for question in questions], max_new_tokens=128)
+    assert [text for _, text in _texts(tmp_path / "text")] == expected
+
+
+def test_a_no_image_run_takes_no_pruning_method(tiny_original, minibench, tmp_path):
+    with pytest.raises(ValueError, match="--no-image asks without the image; it runs with --method none"):
+        run(_config(tiny_original, minibench, tmp_path / "bad", no_image=True))
+    assert not (tmp_path / "bad").exists()

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..benchmarks import Benchmark, get_benchmark
 from ..files import read_json
-from .common import answer_sheet, percent
+from .common import AnswerSheet, answer_sheet, percent
 from .registry import scorer
 
 
@@ -36,17 +36,9 @@ def score_benchmark(benchmark: Benchmark, answers_file: Path, data_root: Path,
     Every balanced question must be answered (as GQA's `eval.py` demands) unless `allow_partial`, which
     scores unanswered ones as wrong; answers to unbalanced questions are accepted and not counted.
     """
-    questions_file = benchmark.file(data_root, "questions")
-    questions = read_json(questions_file)
-    balanced = [question_id for question_id, question in questions.items() if question["isBalanced"]]
-    sheet = answer_sheet(answers_file, questions, questions_file, allow_partial, questions=balanced)
-    correct = {"binary": 0, "open": 0}
-    counted = {"binary": 0, "open": 0}
-    for question_id in balanced:
-        question, answer = questions[question_id], sheet.get(question_id)
-        kind = "open" if question["types"]["structural"] == "query" else "binary"
-        counted[kind] += 1
-        correct[kind] += answer is not None and normalize_prediction(answer.text) == question["answer"]
+    sheet, outcomes = question_outcomes(benchmark, answers_file, data_root, allow_partial)
+    correct = {kind: sum(right for other, right in outcomes if other == kind) for kind in ("binary", "open")}
+    counted = {kind: sum(other == kind for other, _ in outcomes) for kind in ("binary", "open")}
     accuracy = percent(sum(correct.values()), sum(counted.values()))
     return {
         "headline": accuracy,
@@ -55,6 +47,22 @@ def score_benchmark(benchmark: Benchmark, answers_file: Path, data_root: Path,
         "open_accuracy": percent(correct["open"], counted["open"]),
         **sheet.counts(),
     }
+
+
+def question_outcomes(benchmark: Benchmark, answers_file: Path, data_root: Path, allow_partial: bool = False
+                      ) -> tuple[AnswerSheet, list[tuple[str, bool]]]:
+    """The answer sheet and each balanced question's (kind: "binary" or "open", answered correctly),
+    in the ground truth's order — what the accuracy (and its bootstrap) counts."""
+    questions_file = benchmark.file(data_root, "questions")
+    questions = read_json(questions_file)
+    balanced = [question_id for question_id, question in questions.items() if question["isBalanced"]]
+    sheet = answer_sheet(answers_file, questions, questions_file, allow_partial, questions=balanced)
+    outcomes = []
+    for question_id in balanced:
+        question, answer = questions[question_id], sheet.get(question_id)
+        kind = "open" if question["types"]["structural"] == "query" else "binary"
+        outcomes.append((kind, answer is not None and normalize_prediction(answer.text) == question["answer"]))
+    return sheet, outcomes
 
 
 @scorer("gqa")

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..benchmarks import Benchmark, get_benchmark
 from ..files import read_jsonl
-from .common import answer_sheet, percent
+from .common import AnswerSheet, answer_sheet, percent
 from .registry import scorer
 
 _NO_WORDS = frozenset({"No", "not", "no"})
@@ -74,10 +74,11 @@ def _labels(benchmark: Benchmark, data_root: Path) -> tuple[Path, dict[str, tupl
     return question_file, {question_id: label for (_, question_id), label in sorted(labels.items())}  # file order
 
 
-def split_metrics(predictions: list[str | None], labels: list[str]) -> dict[str, Any]:
+def split_metrics(predictions: Sequence[str | None], labels: Sequence[str]) -> dict[str, Any]:
     """Accuracy, precision, recall, F1 and yes-ratio (percent) of yes/no predictions, "yes" positive;
     a None prediction (unanswered) is wrong: a false negative on a "yes" question, in no cell on a "no" one."""
     pairs = list(zip(predictions, labels, strict=True))
+    predictions = list(predictions)
     tp = pairs.count(("yes", "yes"))
     fp = pairs.count(("yes", "no"))
     tn = pairs.count(("no", "no"))
@@ -102,16 +103,28 @@ def score_benchmark(benchmark: Benchmark, answers_file: Path, data_root: Path,
                     allow_partial: bool = False) -> dict[str, Any]:
     """Per-split metrics of a yes/no benchmark in POPE's layout and `f1_mean`, the mean F1 over the
     splits of its question file (in the order of `benchmark.splits`)."""
+    sheet, outcomes = question_outcomes(benchmark, answers_file, data_root, allow_partial)
+    per_split = {split: split_metrics(*zip(*pairs)) for split, pairs in outcomes.items()}
+    headline = f1_mean(outcomes)
+    return {"headline": headline, "f1_mean": headline, **per_split, **sheet.counts()}
+
+
+def question_outcomes(benchmark: Benchmark, answers_file: Path, data_root: Path, allow_partial: bool = False
+                      ) -> tuple[AnswerSheet, dict[str, list[tuple[str | None, str]]]]:
+    """The answer sheet and, per split present (in the order of `benchmark.splits`), each question's
+    (parsed prediction or None, label) in file order — what the metrics (and their bootstrap) count."""
     question_file, labels = _labels(benchmark, data_root)
     sheet = answer_sheet(answers_file, labels, question_file, allow_partial)
-    predictions, truths = defaultdict(list), defaultdict(list)
+    outcomes = defaultdict(list)
     for question_id, (split, label) in labels.items():
         answer = sheet.get(question_id)
-        predictions[split].append(parse_yes_no(answer.text) if answer else None)
-        truths[split].append(label)
-    per_split = {split: split_metrics(predictions[split], truths[split]) for split in benchmark.splits if truths[split]}
-    f1_mean = sum(metrics["f1"] for metrics in per_split.values()) / len(per_split)
-    return {"headline": f1_mean, "f1_mean": f1_mean, **per_split, **sheet.counts()}
+        outcomes[split].append((parse_yes_no(answer.text) if answer else None, label))
+    return sheet, {split: outcomes[split] for split in benchmark.splits if outcomes[split]}
+
+
+def f1_mean(outcomes: dict[str, list[tuple[str | None, str]]]) -> float:
+    """The mean over splits of the F1 of (prediction, label) pairs: the headline."""
+    return sum(split_metrics(*zip(*pairs))["f1"] for pairs in outcomes.values()) / len(outcomes)
 
 
 @scorer("pope")
