@@ -136,24 +136,29 @@ def _tables(args: argparse.Namespace) -> int:
 def _figures_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", help="a directory holding evaluation runs")
     parser.add_argument("--output", default="figures")
-    parser.add_argument("--model", help="also the attention figures, on this transformers LLaVA checkpoint")
-    parser.add_argument("--samples", help="with --model: samples in LLaVA's instruction format (JSON list, e.g. "
-                                          "a 1 000-sample subset of llava_v1_5_mix665k.json)")
-    parser.add_argument("--image-root", help="with --model: the directory the samples' image paths are relative to")
-    parser.add_argument("--limit", type=int, help="with --model: the first N samples only")
+    parser.add_argument("--model", help="the attention figures on this transformers LLaVA checkpoint (default: the "
+                                        "toy LLaVA, on four real photos)")
+    parser.add_argument("--samples", help="samples in LLaVA's instruction format (JSON list, e.g. a 1 000-sample "
+                                          "subset of llava_v1_5_mix665k.json; default: four real photos)")
+    parser.add_argument("--image-root", help="the directory the samples' image paths are relative to")
+    parser.add_argument("--limit", type=int, help="the first N samples only")
+    parser.add_argument("--no-attention", action="store_true", help="the retention curves only (no model is run)")
 
 
 def _figures(args: argparse.Namespace) -> int:
-    from .paper.figures import write_attention_figures, write_figures
+    import shlex
 
-    if args.model and not args.samples:
-        raise ValueError("--model needs --samples (LLaVA instruction-format JSON)")
+    from .paper.figures import load_attention_study, write_attention_figures, write_figures
+
     paths = write_figures(args.output, args.runs)
-    if args.model:
-        from .models.checkpoint import read_config
-
-        samples = read_config(Path(args.samples))[: args.limit]
-        paths += write_attention_figures(args.model, samples, args.output, args.image_root)
+    if not args.no_attention:
+        study = load_attention_study(args.model, args.samples, args.image_root, args.limit)
+        made_by = ["llava-patch", "figures"]  # for the sidecars: the options that chose the model and samples
+        for option, value in (("--model", args.model), ("--samples", args.samples), ("--image-root", args.image_root),
+                              ("--limit", args.limit)):
+            if value is not None:
+                made_by += [option, str(value)]
+        paths += write_attention_figures(study, args.output, shlex.join(made_by))
     for path in paths:
         print(f"wrote {path}")
     return 0

@@ -72,3 +72,11 @@ def tiny_dinov2_dir(tmp_path_factory):
     from llava_patch.models.tiny import build_tiny_llava_dinov2
 
     return build_tiny_llava_dinov2(tmp_path_factory.mktemp("tiny-dinov2"))
+
+
+@pytest.fixture(scope="session")
+def toy_dir():
+    """The toy LLaVA's checkpoint (built into its cache on first use, about a minute)."""
+    from llava_patch.models.toy import toy_checkpoint
+
+    return toy_checkpoint()

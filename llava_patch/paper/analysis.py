@@ -15,7 +15,9 @@ dispersion, and attention maps, with the figures that show them.
 The statistics (`attention_shift`, `attention_dispersion`, `tokens_for_attention_share`) are pure
 functions on tensors. `collect` runs an unpatched transformers `LlavaForConditionalGeneration` once
 per sample of LLaVA's instruction data and gathers their inputs; visual token positions always come
-from the real `input_ids`. Figures are built as `matplotlib.figure.Figure` objects (Agg renderer, no
+from the real `input_ids`, and prompts use the model config's format (`prompt_builder`: vicuna_v1 for
+LLaVA-1.5, ChatML for the toy LLaVA). `photo_samples` turns the toy's real photographs into such
+samples. Figures are built as `matplotlib.figure.Figure` objects (Agg renderer, no
 pyplot state) and written by `llava_patch.plotting.save_figure` as PNG and PDF without timestamps, so the same inputs give
 the same bytes.
 """
@@ -40,7 +42,8 @@ from ..cls_attention import record_cls_attention
 from ..registry import create_method, find_encoder, method_info, methods
 from ..models.media import read_image
 from ..patch import apply, get_handle
-from ..models.prompting import IMAGE_TOKEN, expand_to_square, preprocess_images, tokenize_with_images, vicuna_v1_prompt
+from ..models import toy_parts
+from ..models.prompting import IMAGE_TOKEN, expand_to_square, preprocess_images, prompt_builder, tokenize_with_images
 from ..tower import llava_vision_geometry
 
 QUERY_GROUPS = ("image", "text", "last", "all")
@@ -49,6 +52,7 @@ FASTV_SCORING_LAYER = 1  # FastV (K=2) ranks image tokens by the last token's at
 SELECTION_RATIOS = (0.75, 0.90, 0.95)
 METHOD_LABELS = {"fastervlm": "FasterVLM", "vtc_cls": "VTC-CLS"}  # how the papers write them (else the name)
 _LLAVA_SELECT_LAYER = 22  # LLaVA-1.5's select layer on its 24-layer tower
+PHOTO_QUESTIONS = ("What is in the image?", "Describe the image briefly.")  # asked of the photos in turn
 
 
 def cls_attention_methods() -> list[str]:
@@ -205,13 +209,27 @@ def sample_image(sample: Mapping, image_root: str | Path | None = None) -> Image
     return read_image(Path(image_root) / image if image_root is not None else Path(image))
 
 
+def photo_samples() -> tuple[list[dict], Path]:
+    """The toy's real photographs (`toy_parts.photos()`: astronaut, chelsea, coffee, rocket) as LLaVA
+    instruction samples, each asking one of `PHOTO_QUESTIONS` in turn and keeping its photo's credit
+    ("credit"); with the folder their image paths are relative to (LLaVA's --image_folder), so the
+    samples name the photos without this machine's paths."""
+    root = toy_parts.parts_folder()
+    samples = [
+        {"id": name, "image": str(path.relative_to(root)), "credit": credit,
+         "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\n{PHOTO_QUESTIONS[index % len(PHOTO_QUESTIONS)]}"}]}
+        for index, (name, (path, credit)) in enumerate(toy_parts.photos().items())
+    ]
+    return samples, root
+
+
 def collect(
     model: LlavaForConditionalGeneration,
     processor,
     samples: Iterable[Mapping],
     image_root: str | Path | None = None,
     last_token_layer: int = FASTV_SCORING_LAYER,
-    build_prompt: Callable[[str], str] = vicuna_v1_prompt,
+    build_prompt: Callable[[str], str] | None = None,
     progress: bool = False,
 ) -> AttentionRecords:
     """Run `model` once per sample and gather the inputs of the attention analyses.
@@ -220,7 +238,8 @@ def collect(
         "conversations": [{"from": "human", "value": "<image>\\n…"}, …]}; the first human turn is
         the question. Samples with several images, or whose image tokens do not all reach the
         prompt, raise ValueError.
-    build_prompt: question → prompt with one "<image>" (default: vicuna_v1, as LLaVA-1.5).
+    build_prompt: question → prompt with one "<image>" (default: the model config's prompt format,
+        `prompt_builder`: vicuna_v1 for LLaVA-1.5, ChatML for the toy LLaVA).
     Images are padded to a square (`image_aspect_ratio=pad`) and tokens built as LLaVA's
     `tokenizer_image_token` (`llava_patch.models.prompting`), as in evaluation.
 
@@ -302,10 +321,11 @@ def _recording_cls_scores(model: LlavaForConditionalGeneration) -> Iterator[Call
 
 
 def _prepare(model: LlavaForConditionalGeneration, tokenizer, image_processor, image: Image.Image, question: str,
-             build_prompt: Callable[[str], str], sample_id=None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Model inputs of one (image, question) pair and the positions of its image tokens in input_ids."""
+             build_prompt: Callable[[str], str] | None = None, sample_id=None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Model inputs of one (image, question) pair and the positions of its image tokens in input_ids.
+    build_prompt: None for the model config's own prompt format (as evaluation prompts it)."""
     prefix = f"sample {sample_id!r}: " if sample_id is not None else ""
-    prompt = build_prompt(question)
+    prompt = (build_prompt or prompt_builder(model.config))(question)
     if prompt.count(IMAGE_TOKEN) != 1:
         raise ValueError(f"{prefix}the prompt has {prompt.count(IMAGE_TOKEN)} {IMAGE_TOKEN} markers, not 1")
     num_patches, image_token_id = llava_vision_geometry(model.config).num_patches, model.config.image_token_id
@@ -340,7 +360,7 @@ def attention_map_inputs(
     question: str,
     selections: Mapping[str, tuple[str, float]] = DEFAULT_SELECTIONS,
     fastv_layer: int = FASTV_SCORING_LAYER + 1,
-    build_prompt: Callable[[str], str] = vicuna_v1_prompt,
+    build_prompt: Callable[[str], str] | None = None,
 ) -> AttentionMapInputs:
     """Run the pruning methods on one image and question and keep what they selected.
 

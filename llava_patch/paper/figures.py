@@ -1,20 +1,39 @@
-"""Retention figures from data (`llava-patch figures`): the papers' "performance kept vs % of visual
-tokens pruned" curves from the published numbers, with reproduced points overlaid where they exist.
+"""The figures of `llava-patch figures`: retention curves from data, and FasterVLM's attention analyses
+on a model.
+
+Retention: the papers' "performance kept vs % of visual tokens pruned" curves from the published
+numbers, with reproduced points overlaid where they exist.
 
 - `retention.png/.pdf`: each paper's average per method and model against the reduction ratio, the
   unpruned model as a horizontal line (FasterVLM's Average is already relative; VTC-CLS's is a mean).
 - `retention_relative.png/.pdf`: the same as % of the unpruned average, 95% pruning marked.
 - `benchmarks_<paper>_<model>.png/.pdf`: one small panel per benchmark.
+
+Attention (`analysis`), by default on the toy LLaVA and four real photos (`load_attention_study`):
+- `attention_maps_<sample>`: the [CLS] heat map, the tokens FasterVLM and VTC-CLS keep, FastV's
+  last-token attention, for each of the first samples;
+- `attention_shift_bars`, `attention_shift_heatmaps`, `attention_dispersion`: over all samples.
+Each carries a caption line naming the model and the samples, and a JSON sidecar (same stem, .json)
+with the model, checkpoint, samples and their credits, the select layer and the command that made it.
+
 Figures carry no timestamps: the same inputs give byte-identical files.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from matplotlib.figure import Figure
+from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from ..models import toy
+from ..models.checkpoint import read_config, sha256
 from ..plotting import save_figure
+from ..tower import llava_vision_geometry
+from . import analysis
 from .published import NO_IMAGE, UNPRUNED
 from .tables import column_title, tables_with_runs
 
@@ -101,29 +120,147 @@ def write_figures(output: str | Path, runs_root: str | Path | None = None, publi
     return paths
 
 
-def write_attention_figures(model_path: str | Path, samples: list[dict], output: str | Path,
-                            image_root: str | Path | None = None) -> list[Path]:
-    """The attention analyses of FasterVLM's paper on a transformers LLaVA model and samples in LLaVA's
-    instruction format: the attention-map figure of the first sample, the attention shift (bars and
-    heat maps) and the attention dispersion over all samples."""
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+# ---------------------------------------------------------------------------------------------------
+# Attention figures (FasterVLM's analyses, `analysis`), each saying which model and samples made it
 
-    from . import analysis
+MAP_SAMPLES = 4  # attention-map figures: one per sample, for the first few samples
+TOY_PROJECTOR_NOTE = "projector trained on easy-VQA"
+PHOTOS_SOURCE = "photos: scikit-image (public domain / CC0)"
 
-    model = LlavaForConditionalGeneration.from_pretrained(model_path).eval()
-    processor = AutoProcessor.from_pretrained(model_path)
-    output = Path(output)
-    first = samples[0]
-    inputs = analysis.attention_map_inputs(model, processor, analysis.sample_image(first, image_root),
-                                           analysis.first_question(first))
-    paths = save_figure(analysis.attention_map_figure(inputs.image, inputs.cls_scores, inputs.selections,
-                                                      inputs.fastv_scores), output / "attention_maps")
-    records = analysis.collect(model, processor, samples, image_root=image_root)
+
+@dataclass
+class AttentionStudy:
+    """A loaded, unpatched transformers LLaVA and the instruction samples its attention figures are
+    drawn from, with where both came from: `caption` goes on every figure, `metadata` into its JSON
+    sidecar."""
+
+    model: LlavaForConditionalGeneration  # in eval mode
+    processor: Any  # its transformers processor (tokenizer and image processor)
+    samples: list[dict]  # LLaVA instruction samples, optionally with a "credit" for their image
+    image_root: Path | None  # what the samples' image paths are relative to
+    checkpoint: Path
+    model_name: str  # e.g. "toy-llava-dinov2-smollm2-<projector hash> (projector trained on easy-VQA)"
+    samples_source: str  # e.g. PHOTOS_SOURCE, or the samples file
+    provenance: dict[str, str]  # further facts for the sidecar (the toy's projector hash, the image root)
+
+    @property
+    def caption(self) -> str:
+        return f"{self.model_name} — {self.samples_source}"
+
+    def metadata(self, figure: str, samples: list[dict], made_by: str) -> dict[str, Any]:
+        """The sidecar of `figure`, drawn from `samples` (a subset of the study's) by `made_by`."""
+        return {
+            "figure": figure, "caption": self.caption, "model": self.model_name, "checkpoint": _shown(self.checkpoint),
+            "prompt_format": getattr(self.model.config, "prompt_format", None) or "vicuna_v1",
+            "select_layer": llava_vision_geometry(self.model.config).select_layer, **self.provenance,
+            "samples_source": self.samples_source,
+            "samples": [{"id": sample.get("id"), "image": str(sample.get("image")),
+                         "question": analysis.first_question(sample), "credit": sample.get("credit")}
+                        for sample in samples],
+            "made_by": made_by,
+        }
+
+
+def load_attention_study(model: str | Path | None = None, samples: str | Path | None = None,
+                         image_root: str | Path | None = None, limit: int | None = None) -> AttentionStudy:
+    """The model and samples of the attention figures. By default the toy LLaVA (`toy_checkpoint()`,
+    with the committed projector) on the four real photos (`analysis.photo_samples()`).
+
+    model: a transformers LLaVA checkpoint folder; samples: a JSON list in LLaVA's instruction format
+    whose image paths are relative to `image_root`; limit: the first N samples."""
+    provenance: dict[str, str] = {}
+    if model is None:
+        checkpoint = toy.toy_checkpoint()
+        model_name = f"{checkpoint.name} ({TOY_PROJECTOR_NOTE})"
+        provenance["projector_sha256"] = sha256(toy.PROJECTOR)  # the folder name holds only its first 12 digits
+    else:
+        checkpoint = Path(model)
+        model_name = checkpoint.name
+    if samples is None:
+        chosen, image_root = analysis.photo_samples()
+        samples_source = PHOTOS_SOURCE
+        provenance["image_root"] = "llava_patch.models.toy_parts.parts_folder()"  # a machine path: named, not shown
+    else:
+        chosen, samples_source = read_config(Path(samples)), f"samples: {Path(samples).name}"
+        if image_root is not None:
+            provenance["image_root"] = _shown(Path(image_root))
+    loaded = LlavaForConditionalGeneration.from_pretrained(checkpoint).eval()
+    return AttentionStudy(loaded, AutoProcessor.from_pretrained(checkpoint), chosen[:limit],
+                          Path(image_root) if image_root is not None else None, checkpoint, model_name,
+                          samples_source, provenance)
+
+
+def attention_map_figures(study: AttentionStudy, count: int = MAP_SAMPLES) -> dict[str, Figure]:
+    """For each of the first `count` samples, `attention_maps_<id>`: the image as the tower saw it, its
+    [CLS] heat map, the tokens FasterVLM and VTC-CLS keep at 75/90/95%, FastV's last-token attention;
+    captioned with the model, the question and the image's credit."""
+    figures = {}
+    for sample in study.samples[:count]:
+        question = analysis.first_question(sample)
+        inputs = analysis.attention_map_inputs(study.model, study.processor,
+                                               analysis.sample_image(sample, study.image_root), question)
+        figure = analysis.attention_map_figure(inputs.image, inputs.cls_scores, inputs.selections, inputs.fastv_scores)
+        credit = f" — {sample['credit']}" if sample.get("credit") else ""
+        figures[map_name(sample)] = _captioned(figure, f"{study.caption}\n{sample.get('id')}: “{question}”{credit}")
+    return figures
+
+
+def attention_analysis_figures(study: AttentionStudy, progress: bool = False) -> dict[str, Figure]:
+    """Over all the study's samples, captioned with the model: the attention shift as bars (LLM layer
+    L/2) and as heat maps (layers 0, L/2, L−1), and the attention dispersion."""
+    records = analysis.collect(study.model, study.processor, study.samples, image_root=study.image_root,
+                               progress=progress)
     shift, cls_scores = records.mean_shift(), records.cls_scores.mean(dim=0)
-    layers = len(model.model.language_model.layers)
-    paths += save_figure(analysis.shift_bars_figure(shift, cls_scores, layer=layers // 2), output / "attention_shift_bars")
-    paths += save_figure(analysis.shift_heatmaps_figure(shift, cls_scores, layers=[0, layers // 2, layers - 1]),
-                         output / "attention_shift_heatmaps")
-    paths += save_figure(analysis.dispersion_figure(records.cls_scores, records.last_token_scores),
-                         output / "attention_dispersion")
+    layers = study.model.config.text_config.num_hidden_layers
+    figures = {
+        "attention_shift_bars": analysis.shift_bars_figure(shift, cls_scores, layer=layers // 2),
+        "attention_shift_heatmaps": analysis.shift_heatmaps_figure(shift, cls_scores, layers=[0, layers // 2, layers - 1]),
+        "attention_dispersion": analysis.dispersion_figure(records.cls_scores, records.last_token_scores),
+    }
+    caption = f"{study.caption} ({len(study.samples)} samples)"
+    return {name: _captioned(figure, caption) for name, figure in figures.items()}
+
+
+def write_attention_figures(study: AttentionStudy, output: str | Path,
+                            made_by: str = "llava_patch.paper.figures.write_attention_figures") -> list[Path]:
+    """The attention figures of `study` under `output` (PNG, PDF and a JSON sidecar each, see
+    `AttentionStudy.metadata`); made_by: the command or function named in the sidecars."""
+    output = Path(output)
+    paths: list[Path] = []
+    maps = attention_map_figures(study)
+    for sample in study.samples[:MAP_SAMPLES]:
+        name = map_name(sample)
+        paths += save_figure(maps[name], output / name, study.metadata(name, [sample], made_by))
+    for name, figure in attention_analysis_figures(study).items():
+        paths += save_figure(figure, output / name, study.metadata(name, study.samples, made_by))
     return paths
+
+
+def map_name(sample: dict) -> str:
+    """The file stem of a sample's attention-map figure: `attention_maps_<id>`, the id made file-safe."""
+    return "attention_maps_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", str(sample.get("id")))
+
+
+def _captioned(figure: Figure, caption: str) -> Figure:
+    figure.suptitle(caption, fontsize=9)
+    return figure
+
+
+def _shown(path: Path) -> str:
+    """A path as the sidecars record it: "~/…" under the home folder (committed sidecars should not
+    carry one machine's home)."""
+    path = path.resolve()
+    return str(Path("~") / path.relative_to(Path.home())) if path.is_relative_to(Path.home()) else str(path)
+
+
+def sweep_summary(folder: str | Path) -> list:
+    """What a notebook shows of a finished sweep under `folder` (`llava-patch reproduce`, e.g.
+    runs/reproduce/toy): its results.md and retention.png as IPython display objects, or a one-line
+    note when it has not been run."""
+    from IPython.display import Image, Markdown
+
+    folder = Path(folder)
+    table, figure = folder / "results.md", folder / "retention.png"
+    if not (table.is_file() and figure.is_file()):
+        return [Markdown(f"No sweep results under `{folder}` (`llava-patch reproduce` writes them).")]
+    return [Markdown(table.read_text(encoding="utf-8")), Image(filename=str(figure))]

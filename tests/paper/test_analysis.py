@@ -9,7 +9,7 @@ import torch
 import llava_patch
 from llava_patch.paper import analysis
 from llava_patch.plotting import save_figure
-from llava_patch.models.prompting import preprocess_images, tokenize_with_images
+from llava_patch.models.prompting import preprocess_images, tokenize_with_images, vicuna_v1_prompt
 from llava_patch.models.tiny import load, random_image
 
 # ---------------------------------------------------------------------------------------------------
@@ -214,6 +214,14 @@ def test_collect_switches_an_sdpa_language_model_to_eager_and_back(tiny_llava, r
     assert model.config.text_config._attn_implementation == "sdpa"
     torch.testing.assert_close(again.shift["all"], records.shift["all"])
     torch.testing.assert_close(again.cls_scores, records.cls_scores)
+
+
+def test_prepare_prompts_a_llava_1_5_config_with_vicuna_v1(tiny_llava):
+    model, processor = tiny_llava
+    assert getattr(model.config, "prompt_format", None) is None  # LLaVA-1.5's configs name no format
+    inputs, _ = analysis._prepare(model, processor.tokenizer, processor.image_processor, SAMPLES[0]["image"], "what ?")
+    expected = tokenize_with_images(vicuna_v1_prompt("what ?"), processor.tokenizer, model.config.image_token_id, 64)
+    assert inputs["input_ids"][0].tolist() == expected
 
 
 def test_collect_refuses_what_it_cannot_analyse(tiny_llava):

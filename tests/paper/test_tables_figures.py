@@ -9,6 +9,7 @@ from nbclient import NotebookClient
 
 from llava_patch import cli
 from llava_patch.eval.benchmarks import get_benchmark
+from llava_patch.models import toy
 from llava_patch.paper.figures import retention_figure, write_figures
 from llava_patch.paper.published import load_published
 from llava_patch.paper.tables import (MISSING, build_tables, render_markdown, reproduced_results, tables_with_runs,
@@ -106,20 +107,26 @@ def test_the_figures_command_adds_the_attention_figures(tiny_llava_dir, tmp_path
     (tmp_path / "samples.json").write_text(json.dumps(samples))
     assert cli.main(["figures", "--output", str(tmp_path / "figs"), "--model", str(tiny_llava_dir),
                      "--samples", str(tmp_path / "samples.json"), "--image-root", str(image_root)]) == 0
-    for name in ("attention_maps", "attention_shift_bars", "attention_shift_heatmaps", "attention_dispersion"):
+    for name in ("attention_maps_sample-0", "attention_maps_sample-1", "attention_shift_bars", "attention_shift_heatmaps",
+                 "attention_dispersion"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 1000 and (tmp_path / "figs" / f"{name}.pdf").exists()
+        sidecar = json.loads((tmp_path / "figs" / f"{name}.json").read_text())
+        assert sidecar["model"] == tiny_llava_dir.name and sidecar["prompt_format"] == "vicuna_v1"
+        assert sidecar["made_by"].startswith(f"llava-patch figures --model {tiny_llava_dir} --samples ")
 
 
 @pytest.mark.parametrize("name", ["retention_curves", "attention_maps", "attention_shift_dispersion"])
 def test_notebooks_are_committed_clean_and_run_top_to_bottom(name, tmp_path, monkeypatch):
     notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     assert all(not cell.get("outputs") and not cell.get("execution_count") for cell in notebook.cells if cell.cell_type == "code")
-    for variable in ("CKPT", "SAMPLES", "IMAGE_ROOT", "RUNS"):
+    for variable in ("CKPT", "SAMPLES", "IMAGE_ROOT", "RUNS", "TOY_SWEEP"):
         monkeypatch.delenv(variable, raising=False)
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
     assert any("image/png" in output.get("data", {}) for output in outputs)
+    if name.startswith("attention"):  # by default the toy LLaVA, which the notebook names
+        assert any(toy.TOY_NAME in output.get("text", "") for output in outputs)
 
 
 @pytest.mark.parametrize("command", ["tables", "figures"])
@@ -163,3 +170,21 @@ def test_jupyter_nbconvert_is_installed_with_the_test_extras():
     jupyter = Path(sys.executable).parent / "jupyter"
     finished = subprocess.run([str(jupyter), "nbconvert", "--version"], capture_output=True, text=True, timeout=60)
     assert finished.returncode == 0 and finished.stdout.strip().startswith("7."), finished.stderr
+
+
+def test_the_notebooks_show_a_sweep_only_where_it_has_run(tmp_path):
+    from IPython.display import Image, Markdown
+
+    from llava_patch.paper.figures import sweep_summary
+
+    (note,) = sweep_summary(tmp_path)
+    assert isinstance(note, Markdown) and "No sweep results" in note.data
+    (tmp_path / "results.md").write_text("| benchmark |\n")
+    (tmp_path / "retention.png").write_bytes(PNG)
+    table, figure = sweep_summary(tmp_path)
+    assert isinstance(table, Markdown) and table.data == "| benchmark |\n"
+    assert isinstance(figure, Image) and figure.data == PNG
+
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c63f8cfc0f01f0005"
+                    "0001ff5d1a3a0a0000000049454e44ae426082")  # a 1×1 pixel
