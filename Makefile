@@ -14,8 +14,9 @@ TOY_PARTS := $(VENV)/toy-parts
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
-# A smoke test: every method and budget on one image, what reached the LLM, the answer
-# (ARGS="--model DIR_OR_ID --image FILE"; none: a tiny random model).
+# A smoke test: every method and budget on one image, what reached the LLM, the answer. Default: the
+# toy LLaVA (trained on easy-VQA) on an easy-VQA test image and its question, the data's answer beside
+# each row (CPU, about a minute); ARGS="--model DIR_OR_ID --image FILE --question TEXT" for others.
 demo: $(STAMP)
 	$(VENV)/bin/python -m llava_patch.cli demo $(ARGS)
 

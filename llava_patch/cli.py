@@ -30,11 +30,12 @@ from .eval.command import MethodNames, add_budget, benchmark_names, run_reportin
 
 # demo ---------------------------------------------------------------------------------------------
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="checkpoint directory or hub id (default: a tiny random LLaVA)")
+    parser.add_argument("--model", help="checkpoint directory or hub id (default: the toy LLaVA, trained on easy-VQA)")
     parser.add_argument("--backend", choices=("hf", "llava"), default="hf")
-    parser.add_argument("--image", help="image file (default: a synthetic image)")
-    parser.add_argument("--question", default="Describe the image briefly.")
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--image", help="image file (default: an easy-VQA test image)")
+    parser.add_argument("--question", help="default: the easy-VQA image's own question, or with --image "
+                                           "'Describe the image briefly.'")
+    parser.add_argument("--max-new-tokens", type=int, help="default: 4 for easy-VQA's one-word answers, else 16")
     parser.add_argument("--device", help="default: cuda when available, else cpu")
     parser.add_argument("--output", help="also write the rows as JSON lines to this new file")
 
@@ -186,14 +187,21 @@ def _cost(args: argparse.Namespace) -> int:
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="llava-1.5-7b (default on GPU) or cpu-small (default on CPU)")
+    parser.add_argument("--toy", action="store_true",
+                        help="time a trained model instead: every pruning method at 95%% beside the unpruned one on "
+                             "easy-VQA test images with their questions (prefill and generate; --model: its checkpoint "
+                             "folder, default the toy LLaVA)")
+    parser.add_argument("--model", help="llava-1.5-7b (default on GPU) or cpu-small (default on CPU); with --toy a "
+                                        "transformers LLaVA checkpoint folder")
     parser.add_argument("--device", help="default: cuda when available, else cpu")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", help="default: 1 8 32 on GPU, 1 8 on CPU")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", help="default: 1 8 32 on GPU, 1 8 on CPU; with --toy 1 8")
     parser.add_argument("--repeats", type=int, help="timed repeats per setting (default 5 on GPU, 3 on CPU)")
     parser.add_argument("--warmup", type=int, help="untimed calls first (default 2 on GPU, 1 on CPU)")
     parser.add_argument("--new-tokens", type=int, default=8)
-    parser.add_argument("--text-tokens", type=int, default=60, help="POPE's prompts have about 60 text tokens")
+    parser.add_argument("--text-tokens", type=int, default=60,
+                        help="POPE's prompts have about 60 text tokens (not with --toy: its prompts are real)")
     parser.add_argument("--throughput-prompts", type=int, help="default: 8 910 (POPE's size) on GPU, 16 on CPU")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); recorded in the results")
     parser.add_argument("--output", required=True, help="a new directory, e.g. experiments/efficiency/cpu-small")
 
 
@@ -202,11 +210,19 @@ def _bench(args: argparse.Namespace) -> int:
 
     from .efficiency import bench
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = bench.defaults(gpu=device.startswith("cuda"))
     chosen = {name: getattr(args, name) for name in settings if getattr(args, name, None) is not None}
-    for path in bench.run(**{**settings, **chosen, "device": device, "new_tokens": args.new_tokens,
-                             "text_tokens": args.text_tokens, "output": Path(args.output)}):
+    measured = {**settings, **chosen}
+    if args.toy:
+        paths = bench.toy_speedups(Path(args.output), args.model, device, tuple(args.batch_sizes or (1, 8)),
+                                   measured["repeats"], measured["warmup"], args.new_tokens)
+    else:
+        paths = bench.run(**{**measured, "device": device, "new_tokens": args.new_tokens,
+                             "text_tokens": args.text_tokens, "output": Path(args.output)})
+    for path in paths:
         print(f"wrote {path}")
     return 0
 

@@ -10,11 +10,16 @@ LLaVA's select layer saves (`tower_truncation`). The **reference approach** runs
 repositories do: the tower in eager attention with `output_attentions=True` in every layer, batch
 size 1. Every time is the median of repeated runs after warm-up (`measure`), synchronised with CUDA
 events on a GPU. Results: JSON + Markdown + PNG. See docs/efficiency.md.
+
+`llava-patch bench --toy` (`toy_speedups`) times a trained model instead: the toy LLaVA (or any
+transformers LLaVA checkpoint) on real easy-VQA test images with their own questions, each pruning
+method at 95% beside the unpruned model — prefill and generate latency, speedups, visual tokens.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
@@ -27,7 +32,10 @@ from tqdm import tqdm
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 from .. import apply, method_info, methods
+from ..eval.easyvqa import training_questions
 from ..methods.fastervlm import FasterVLM
+from ..models.loading import load_model
+from ..models.media import read_image
 from ..tower import encode_and_select
 from .cost import estimate, spec_from_config
 
@@ -51,6 +59,8 @@ IMAGE_PLACEHOLDER_ID = 32000  # the image placeholder token id of the benchmark 
 # CLIP ViT-L/14-336, LLaVA-1.5's tower, for `tower_truncation`.
 CLIP_L_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)
 SELECT_FROM_END = 2  # LLaVA feeds hidden_states[-2]: the output of the second-to-last encoder layer
+TIMING = "median seconds; CUDA events + synchronize on GPU, wall clock on CPU"
+TOY_RATIO = 0.95
 
 
 def measured_methods() -> list[str]:
@@ -59,10 +69,15 @@ def measured_methods() -> list[str]:
     return unpruned + [method_info(name).name for name in PRUNING_METHODS]
 
 
-def measured_settings(batch_sizes: list[int]) -> list[tuple[int, str, float]]:
+def measured_settings(batch_sizes: list[int], ratios: tuple[float, ...] = RATIOS) -> list[tuple[int, str, float]]:
     """(batch, method, reduction ratio) of every measured language-model setting, in the order run."""
     return [(batch, method, ratio) for batch in batch_sizes for method in measured_methods()
-            for ratio in (RATIOS if method_info(method).takes_budget else [0.0])]
+            for ratio in (ratios if method_info(method).takes_budget else [0.0])]
+
+
+def setting_name(batch: int, method: str, ratio: float) -> str:
+    """A setting as the progress bar names it, e.g. "fastervlm 95% pruned, batch 8"."""
+    return f"{method}{f' {ratio:.0%} pruned' if method_info(method).takes_budget else ''}, batch {batch}"
 
 
 def progress_bar(batch_sizes: list[int], tower: bool = True) -> tqdm:
@@ -98,6 +113,65 @@ def run(model: str, device: str, batch_sizes: list[int], repeats: int, warmup: i
         result["tower_truncation"] = tower_truncation(device, dtype, repeats=repeats, warmup=warmup, sizes=tower_sizes)
         progress.update()
     return write_results(result, output)
+
+
+def toy_speedups(output: str | Path, model: str | Path | None = None, device: str = "cpu",
+                 batch_sizes: tuple[int, ...] = (1, 8), repeats: int = 3, warmup: int = 1,
+                 new_tokens: int = 8) -> list[Path]:
+    """Latency of a trained LLaVA, unpruned and with each pruning method at `TOY_RATIO`: `model` is a
+    transformers LLaVA checkpoint folder, by default the toy (`models.toy.toy_checkpoint`). The prompts
+    are easy-VQA test images with their own questions (the first question of each of the first images;
+    batch b takes the first b), prepared as the evaluation does (`VLM.prepare`), and each setting is
+    measured as `run` measures it (`_measure_setting`). Written under `output`, a new directory, by
+    `write_results`, with the system load average before and after; returns the files written."""
+    output = Path(output)
+    if output.exists():
+        raise FileExistsError(f"{output} exists; nothing is overwritten")
+    if model is None:
+        from ..models.toy import toy_checkpoint
+
+        model = toy_checkpoint()
+    load_before = os.getloadavg()
+    vlm = load_model(model, backend="hf", device=device)
+    spec = spec_from_config(vlm.model.config, Path(model).name)
+    asked = _first_questions(max(batch_sizes))
+    rows, prompts = [], {}
+    settings = measured_settings(list(batch_sizes), ratios=(TOY_RATIO,))
+    with torch.inference_mode(), tqdm(settings, desc="toy bench", unit="setting", file=sys.stderr,
+                                      dynamic_ncols=True) as progress:
+        for batch, method, ratio in progress:
+            progress.set_description(setting_name(batch, method, ratio))
+            if batch not in prompts:
+                prompts = {batch: vlm.prepare([read_image(str(path)) for path, _ in asked[:batch]],
+                                              [question for _, question in asked[:batch]])}
+            inputs = prompts[batch]
+            text_tokens = inputs["input_ids"].shape[1] - vlm.tokens_per_image  # padded: what every row computes
+            rows.append(_measure_setting(vlm.model, spec, method, ratio, batch, inputs, device, warmup, repeats,
+                                         new_tokens, text_tokens))
+    result = {
+        "what": "prefill and generate latency of a trained LLaVA on easy-VQA, unpruned and with each pruning "
+                f"method at {TOY_RATIO:.0%}", "model": str(model), "device": _device_name(device),
+        "threads": torch.get_num_threads(), "dtype": str(vlm.model.dtype), "torch": torch.__version__,
+        "repeats": repeats, "warmup": warmup, "new_tokens": new_tokens, "timing": TIMING,
+        "workload": f"easy-VQA test images with their own questions, prompted and preprocessed as the evaluation "
+                    f"does ({vlm.tokens_per_image} image tokens; batch b = the first b of the questions below, left "
+                    "padded)",
+        "questions": [{"image": path.name, "question": question} for path, question in asked],
+        "load_average": {"before": [round(value, 2) for value in load_before],
+                         "after": [round(value, 2) for value in os.getloadavg()], "cpus": os.cpu_count()},
+        "settings": rows,
+    }
+    return write_results(result, output)
+
+
+def _first_questions(images: int) -> list[tuple[Path, str]]:
+    """(image, prompt text) of the first question of each of the first `images` easy-VQA test images."""
+    first: dict[Path, str] = {}
+    for path, question, _ in training_questions("test"):
+        first.setdefault(path, question)
+        if len(first) == images:
+            break
+    return list(first.items())
 
 
 def build_model(name: str, dtype: torch.dtype, device: str) -> LlavaForConditionalGeneration:
@@ -244,7 +318,7 @@ def run_benchmark(name: str, device: str, dtype: torch.dtype, batch_sizes: list[
         progress.update()
         inputs = {}
         for batch, method, ratio in measured_settings(batch_sizes):
-            progress.set_description(f"{method}{f' {ratio:.0%} pruned' if method_info(method).takes_budget else ''}, batch {batch}")
+            progress.set_description(setting_name(batch, method, ratio))
             if batch not in inputs:
                 inputs = {batch: _inputs(batch, text_tokens, device, dtype)}
             rows.append(_measure_setting(model, spec, method, ratio, batch, inputs[batch], device, warmup, repeats,
@@ -256,7 +330,8 @@ def run_benchmark(name: str, device: str, dtype: torch.dtype, batch_sizes: list[
     return {
         "what": __doc__.split("\n\n")[0], "model": name, "device": _device_name(device), "dtype": str(dtype),
         "torch": torch.__version__, "repeats": repeats, "warmup": warmup, "new_tokens": new_tokens,
-        "text_tokens": text_tokens, "timing": "median seconds; CUDA events + synchronize on GPU, wall clock on CPU",
+        "text_tokens": text_tokens, "timing": TIMING,
+        "workload": f"prompts of {text_tokens} random text tokens + {PATCHES} image tokens, random pixels",
         "vision": vision, "settings": rows, "throughput": throughput,
     }
 
@@ -275,7 +350,7 @@ def _measure_setting(model, spec, method, ratio, batch, inputs, device, warmup, 
                                                            do_sample=False))
         visual = handle.last_visual_tokens
     return {"method": method, "reduction_ratio": ratio, "batch": batch, "visual_tokens": visual[0],
-            "prefill_s": prefill, "ttft_s": first, "decode_tokens_per_s": batch * (new_tokens - 1) / max(whole - first, 1e-9),
+            "prefill_s": prefill, "ttft_s": first, "generate_s": whole, "decode_tokens_per_s": batch * (new_tokens - 1) / max(whole - first, 1e-9),
             "kv_cache_bytes": kv_bytes, "peak_bytes": peak,
             "model_prefill_macs": forward_macs(spec, method, ratio, text_tokens, visual[0])}
 
@@ -317,10 +392,11 @@ def _device_name(device: str) -> str:
 
 
 def with_speedups(settings: list[dict]) -> list[dict]:
-    """The settings rows, each a new dict with its prefill speedup over the unpruned row of its batch size
-    and the cost model's predicted ratio (MACs of that forward unpruned / pruned)."""
+    """The settings rows, each a new dict with its prefill and generate speedups over the unpruned row of
+    its batch size and the cost model's predicted prefill ratio (MACs of that forward unpruned / pruned)."""
     baseline = {row["batch"]: row for row in settings if not method_info(row["method"]).takes_budget}
     return [{**row, "prefill_speedup": baseline[row["batch"]]["prefill_s"] / row["prefill_s"],
+             "generate_speedup": baseline[row["batch"]]["generate_s"] / row["generate_s"],
              "cost_model_ratio": baseline[row["batch"]]["model_prefill_macs"] / row["model_prefill_macs"]}
             for row in settings]
 
@@ -337,21 +413,27 @@ def write_results(result: dict, output: Path) -> list[Path]:
 
 
 def _markdown(result: dict) -> str:
-    vision = result["vision"]
     lines = [f"# Efficiency benchmark — {result['model']} on {result['device']} ({result['dtype']})", "",
              f"{result['timing']}; {result['repeats']} repeats after {result['warmup']} warm-up calls; "
-             f"prompts of {result['text_tokens']} text tokens + {PATCHES} image tokens; {result['new_tokens']} new tokens. "
+             f"{result['workload']}; {result['new_tokens']} new tokens. "
              "prefill = one forward over the prompt (vision tower included; all-position logits); TTFT = generate() of "
-             "one token; cost-model ratio = MACs of that forward unpruned / pruned.", "",
-             "## Vision tower, batch 1", "",
-             "| call | median s |", "|---|---|"]
-    for key in ("transformers_tower_s", "ours_full_tower_s", "ours_stop_at_select_layer_s", "reference_eager_all_maps_s"):
-        lines.append(f"| {key} | {vision[key]:.4f} |")
-    lines += ["", f"Selection overhead over the plain tower call: {vision['selection_overhead_fraction']:+.2%}. "
-              f"Stopping at the select layer saves {vision['stop_at_select_layer_saving_fraction']:.1%}. "
-              f"Extra memory of the selection: {vision['ours_extra_bytes_per_image']} bytes per image and scored layer "
-              f"(analytical); the reference materialises {vision['reference_attention_map_bytes'] / 2**20:.1f} MiB of "
-              "attention maps per image."]
+             "one token; generate = generate() of all the new tokens (their number forced); cost-model ratio = MACs "
+             "of the prefill forward unpruned / pruned."]
+    load = result.get("load_average")
+    if load:
+        lines += ["", f"System load average (1, 5, 15 min) on {load['cpus']} CPUs: {load['before']} before, "
+                      f"{load['after']} after. Other processes shared the CPUs, so absolute times are inflated; the "
+                      "settings of a batch size ran back to back under the same load."]
+    vision = result.get("vision")
+    if vision:
+        lines += ["", "## Vision tower, batch 1", "", "| call | median s |", "|---|---|"]
+        for key in ("transformers_tower_s", "ours_full_tower_s", "ours_stop_at_select_layer_s", "reference_eager_all_maps_s"):
+            lines.append(f"| {key} | {vision[key]:.4f} |")
+        lines += ["", f"Selection overhead over the plain tower call: {vision['selection_overhead_fraction']:+.2%}. "
+                  f"Stopping at the select layer saves {vision['stop_at_select_layer_saving_fraction']:.1%}. "
+                  f"Extra memory of the selection: {vision['ours_extra_bytes_per_image']} bytes per image and scored "
+                  f"layer (analytical); the reference materialises {vision['reference_attention_map_bytes'] / 2**20:.1f} "
+                  "MiB of attention maps per image."]
     truncation = result.get("tower_truncation")
     if truncation:
         lines += ["", "## Stopping the full-size tower at the select layer", "",
@@ -362,18 +444,21 @@ def _markdown(result: dict) -> str:
         lines += ["", f"Saving from stopping: {truncation['saving_from_stopping']:.1%}; selection overhead over the "
                       f"plain tower call: {truncation['selection_overhead_vs_transformers_tower']:+.2%}."]
     lines += ["", "## Language model", "",
-              "| method | pruned | batch | visual tokens | prefill s | TTFT s | decode tok/s | KV MiB | prefill speedup | cost-model ratio | achieved/predicted |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| method | pruned | batch | visual tokens | prefill s | TTFT s | generate s | decode tok/s | KV MiB | "
+              "prefill speedup | generate speedup | cost-model ratio | achieved/predicted |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["settings"]:
         speedup, predicted = row["prefill_speedup"], row["cost_model_ratio"]
         lines.append(f"| {row['method']} | {row['reduction_ratio']:.0%} | {row['batch']} | {row['visual_tokens']} | "
-                     f"{row['prefill_s']:.4f} | {row['ttft_s']:.4f} | {row['decode_tokens_per_s']:.1f} | "
-                     f"{row['kv_cache_bytes'] / 2**20:.1f} | {speedup:.2f}× | {predicted:.2f}× | {speedup / predicted:.0%} |")
-    throughput = result["throughput"]
-    lines += ["", f"Throughput over {throughput['prompts']} POPE-length prompts ({throughput['new_tokens']} new tokens): "
-              f"ours ({THROUGHPUT_METHOD} {THROUGHPUT_RATIO:.0%}, batch {throughput['batch']}) "
-              f"{throughput['ours_questions_per_s']:.2f} questions/s; reference approach (eager tower with all maps, "
-              f"batch 1) {throughput['reference_questions_per_s']:.2f} questions/s."]
+                     f"{row['prefill_s']:.4f} | {row['ttft_s']:.4f} | {row['generate_s']:.4f} | "
+                     f"{row['decode_tokens_per_s']:.1f} | {row['kv_cache_bytes'] / 2**20:.1f} | {speedup:.2f}× | "
+                     f"{row['generate_speedup']:.2f}× | {predicted:.2f}× | {speedup / predicted:.0%} |")
+    throughput = result.get("throughput")
+    if throughput:
+        lines += ["", f"Throughput over {throughput['prompts']} POPE-length prompts ({throughput['new_tokens']} new "
+                      f"tokens): ours ({THROUGHPUT_METHOD} {THROUGHPUT_RATIO:.0%}, batch {throughput['batch']}) "
+                      f"{throughput['ours_questions_per_s']:.2f} questions/s; reference approach (eager tower with all "
+                      f"maps, batch 1) {throughput['reference_questions_per_s']:.2f} questions/s."]
     return "\n".join(lines) + "\n"
 
 

@@ -81,12 +81,12 @@ def test_the_benchmark_runs_end_to_end_and_writes_well_formed_results(tmp_path, 
 
 def test_results_are_written_from_one_set_of_rows_without_touching_the_result(tmp_path):
     settings = [{"method": method, "reduction_ratio": ratio, "batch": 1, "visual_tokens": tokens, "prefill_s": seconds,
-                 "ttft_s": seconds, "decode_tokens_per_s": 10.0, "kv_cache_bytes": 2**20, "peak_bytes": None,
+                 "ttft_s": seconds, "generate_s": 2 * seconds, "decode_tokens_per_s": 10.0, "kv_cache_bytes": 2**20, "peak_bytes": None,
                  "model_prefill_macs": macs}
                 for method, ratio, tokens, seconds, macs in (("none", 0.0, 576, 4.0, 400), ("fastervlm", 0.75, 144, 2.0, 100),
                                                              ("fastv", 0.75, 144, 1.0, 200))]
     result = {"model": "tiny", "device": "cpu", "dtype": "torch.float32", "timing": "median", "repeats": 1, "warmup": 0,
-              "text_tokens": 10, "new_tokens": 2, "settings": settings,
+              "text_tokens": 10, "new_tokens": 2, "workload": "prompts of 10 text tokens", "settings": settings,
               "vision": {"transformers_tower_s": 1.0, "ours_full_tower_s": 1.0, "ours_stop_at_select_layer_s": 0.9,
                          "reference_eager_all_maps_s": 2.0, "selection_overhead_fraction": 0.0,
                          "stop_at_select_layer_saving_fraction": 0.1, "reference_attention_map_bytes": 2**20,
@@ -99,8 +99,28 @@ def test_results_are_written_from_one_set_of_rows_without_touching_the_result(tm
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [(row["prefill_speedup"], row["cost_model_ratio"]) for row in saved["settings"]] == [(1.0, 1.0), (2.0, 4.0), (4.0, 2.0)]
     markdown = (tmp_path / "out" / "results.md").read_text()
-    assert "| fastervlm | 75% | 1 | 144 | 2.0000 | 2.0000 | 10.0 | 1.0 | 2.00× | 4.00× | 50% |" in markdown
-    assert "| fastv | 75% | 1 | 144 | 1.0000 | 1.0000 | 10.0 | 1.0 | 4.00× | 2.00× | 200% |" in markdown
+    assert "| fastervlm | 75% | 1 | 144 | 2.0000 | 2.0000 | 4.0000 | 10.0 | 1.0 | 2.00× | 2.00× | 4.00× | 50% |" in markdown
+    assert "| fastv | 75% | 1 | 144 | 1.0000 | 1.0000 | 2.0000 | 10.0 | 1.0 | 4.00× | 4.00× | 2.00× | 200% |" in markdown
+
+
+def test_the_toy_run_times_each_pruning_method_at_95_percent_on_easy_vqa_beside_the_unpruned_model(tiny_llava_dir, tmp_path):
+    paths = bench.toy_speedups(tmp_path / "toy", model=tiny_llava_dir, batch_sizes=(1, 2), repeats=1, warmup=0,
+                               new_tokens=2)
+    saved = json.loads((tmp_path / "toy" / "results.json").read_text())
+    assert [(row["batch"], row["method"], row["reduction_ratio"], row["visual_tokens"]) for row in saved["settings"]] == [
+        (batch, method, ratio, tokens) for batch in (1, 2)
+        for method, ratio, tokens in (("none", 0.0, 64), ("fastervlm", 0.95, 3), ("vtc_cls", 0.95, 3), ("fastv", 0.95, 3))]
+    assert all(row["prefill_speedup"] == row["generate_speedup"] == 1.0 for row in saved["settings"] if row["method"] == "none")
+    assert all(row["prefill_s"] > 0 and row["generate_s"] > 0 for row in saved["settings"])
+    assert [question["image"] for question in saved["questions"]] == ["0.png", "1.png"]  # the first two test images
+    assert all(question["question"].endswith("single word or phrase.") for question in saved["questions"])
+    assert saved["threads"] == torch.get_num_threads() and f"{saved['threads']} threads" in saved["device"]
+    assert len(saved["load_average"]["before"]) == len(saved["load_average"]["after"]) == 3
+    markdown = (tmp_path / "toy" / "results.md").read_text()
+    assert "| fastervlm | 95% | 2 | 3 |" in markdown and "System load average" in markdown
+    assert "## Vision tower" not in markdown and all(path.stat().st_size > 0 for path in paths)
+    with pytest.raises(FileExistsError, match="toy exists"):
+        bench.toy_speedups(tmp_path / "toy", model=tiny_llava_dir)
 
 
 def test_the_defaults_are_the_arguments_of_run():
