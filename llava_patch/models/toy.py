@@ -160,7 +160,12 @@ def build_toy(directory: str | Path, projector: str | Path | None = PROJECTOR, s
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        staging.rename(directory)  # a half-written folder never has the final name
+        try:
+            staging.rename(directory)  # a half-written folder never has the final name
+        except OSError:
+            if not directory.exists():
+                raise
+            raise FileExistsError(f"{directory}: built meanwhile by another process") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory

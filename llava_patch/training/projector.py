@@ -45,6 +45,7 @@ class TrainingConfig:
     warmup_steps: int = 10
     seed: int = 0
     threads: int | None = None  # torch's CPU threads (None: torch's default)
+    save_every: int = 25  # steps between resumable states
 
 
 def _schedule(step: int, config: TrainingConfig) -> float:
@@ -127,10 +128,12 @@ def _image_order(seed: int) -> list[tuple[Path, list[tuple[str, str]]]]:
     return order
 
 
-def train_projector(output: str | Path, config: TrainingConfig = TrainingConfig(), command: str = "") -> Path:
+def train_projector(output: str | Path, config: TrainingConfig = TrainingConfig(), command: str = "",
+                    initial: str | Path | None = None) -> Path:
     """Train the projector from LLaVA's initialisation; writes `projector.safetensors` (fp16),
     `training_log.jsonl` and `training.json` into `output` and returns the projector's path. A rerun
-    resumes from the last saved step; a finished `output` is refused."""
+    resumes from the last saved step; a finished `output` is refused. initial: the toy checkpoint to
+    start from (default: built under `output` with the projector's seeded initialisation)."""
     from PIL import Image
     from safetensors.torch import save_file
     from tqdm import tqdm
@@ -144,9 +147,10 @@ def train_projector(output: str | Path, config: TrainingConfig = TrainingConfig(
     output.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
-    initial = output / "initial-checkpoint"
-    if not initial.exists():
-        toy.build_toy(initial, projector=None, seed=config.seed)
+    if initial is None:
+        initial = output / "initial-checkpoint"
+        if not initial.exists():
+            toy.build_toy(initial, projector=None, seed=config.seed)
     vlm = load_model(str(initial), backend="hf", dtype="float32", device="cpu")
     model = vlm.model
     model.requires_grad_(False)
@@ -189,7 +193,7 @@ def train_projector(output: str | Path, config: TrainingConfig = TrainingConfig(
             log.write(json.dumps(entry) + "\n")
         progress.update(1)
         progress.set_postfix(loss=f"{loss.item():.3f}")
-        if step % 25 == 0 or step == config.steps:
+        if step % config.save_every == 0 or step == config.steps:
             torch.save({"projector": projector.state_dict(), "optimiser": optimiser.state_dict(),
                         "scheduler": scheduler.state_dict(), "step": step, "elapsed": elapsed,
                         "rng": torch.get_rng_state()}, output / STATE)
