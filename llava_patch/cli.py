@@ -2,17 +2,19 @@
 runner. Heavy modules are imported by the runners, so `--help` stays fast.
 
     llava-patch demo    [--model CKPT] [--image FILE]          # every method on one image
-    llava-patch reproduce                                      # the sweep: methods × 75/90/95% on POPE and GQA
+    llava-patch reproduce                                      # the sweep: methods × 75/90/95% (default: the toy LLaVA)
     llava-patch eval --model CKPT --benchmark pope --data-root playground/data/eval \
         --method fastervlm --reduction-ratio 0.95 --output-dir runs/pope-fastervlm-95   # also: python -m llava_patch.eval
     llava-patch score pope --answers runs/.../answers.jsonl --data-root playground/data/eval
     llava-patch methods                                        # the registered methods and what they declare
     llava-patch tables  [--runs runs] [--output paper_tables]  # published tables, reproduced values beside them
-    llava-patch figures [--runs runs] [--output figures]       # retention curves (published + reproduced)
+    llava-patch figures [--runs runs] [--output figures]       # retention curves; attention figures (default: toy, 4 photos)
     llava-patch cost --model llava-1.5-7b --method fastervlm --reduction-ratio 0.95 --text-tokens 60 --new-tokens 16
     llava-patch bench --output experiments/efficiency/<name>   # latency/memory vs the reference approach
+    llava-patch bench --toy --output experiments/efficiency/toy-cpu   # the trained toy: every method at 95% vs unpruned
     llava-patch convert --to hf ORIGINAL_DIR OUT_DIR           # original LLaVA layout ↔ transformers llava-hf layout
     llava-patch compare DIR_A DIR_B [--atol 0]                 # same model? (either layout; exit 1 if not)
+    llava-patch train-toy [--output runs/toy-training]         # train the toy LLaVA's projector (CPU, ~half an hour)
 """
 
 from __future__ import annotations
@@ -49,25 +51,29 @@ def _demo(args: argparse.Namespace) -> int:
 
 # reproduce ----------------------------------------------------------------------------------------
 def _reproduce_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=os.environ.get("CKPT"), help="checkpoint (default $CKPT; none: a tiny random model)")
+    parser.add_argument("--model", default=os.environ.get("CKPT"), help="checkpoint (default $CKPT; none: the toy LLaVA)")
     parser.add_argument("--data-root", default=os.environ.get("DATA"),
-                        help="LLaVA's playground/data/eval (default $DATA; none: the bundled mini benchmark)")
-    parser.add_argument("--backend", default=os.environ.get("BACKEND", "llava"), choices=("llava", "hf"))
+                        help="LLaVA's playground/data/eval (default $DATA; none: a sample of easy-VQA's test split)")
+    parser.add_argument("--backend", default=os.environ.get("BACKEND", "llava"), choices=("llava", "hf"),
+                        help="with --model (the toy always runs on transformers)")
     parser.add_argument("--output-root", default="runs/reproduce")
-    parser.add_argument("--benchmarks", nargs="+", default=["pope", "gqa"], choices=benchmark_names(), metavar="BENCHMARK")
+    parser.add_argument("--benchmarks", nargs="+", choices=benchmark_names(), metavar="BENCHMARK",
+                        help="default: pope gqa with --model; easyvqa easyvqa_yesno for the toy")
     parser.add_argument("--methods", nargs="+", choices=MethodNames(), metavar="METHOD",
                         help="default: every method that takes a reduction ratio, and the unpruned model")
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.75, 0.9, 0.95])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--limit", type=int, help="only the first N questions of each benchmark")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 for the tiny default model)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--images", type=int,
+                        help="the toy sweep: how many easy-VQA test images to ask about (default: sweep.TOY_IMAGES)")
 
 
 def _reproduce(args: argparse.Namespace) -> int:
     from .eval.sweep import reproduce
 
     reproduce(args.model, args.data_root, Path(args.output_root), args.benchmarks, args.methods, args.ratios,
-              args.backend, args.batch_size, args.limit, args.threads)
+              args.backend, args.batch_size, args.limit, args.threads, args.images)
     return 0
 
 
