@@ -20,8 +20,9 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/python -m llava_patch.cli demo $(ARGS)
 
-# The main job: the evaluation sweep (every method at 0/75/90/95% on POPE and GQA) with its table
-# and figure. Without CKPT/DATA: a tiny random model on the bundled mini benchmark (CPU, minutes).
+# The main job: the evaluation sweep (every method at 0/75/90/95%, and the questions without their image)
+# with its table (95% bootstrap intervals) and retention figure. Without CKPT/DATA: the toy LLaVA on a
+# sample of easy-VQA's test split, on CPU (runs/reproduce/toy); with CKPT=... DATA=...: POPE and GQA.
 reproduce: $(STAMP)
 	$(VENV)/bin/python -m llava_patch.cli reproduce $(ARGS)
 

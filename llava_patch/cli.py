@@ -14,7 +14,7 @@ runner. Heavy modules are imported by the runners, so `--help` stays fast.
     llava-patch bench --toy --output experiments/efficiency/toy-cpu   # the trained toy: every method at 95% vs unpruned
     llava-patch convert --to hf ORIGINAL_DIR OUT_DIR           # original LLaVA layout ↔ transformers llava-hf layout
     llava-patch compare DIR_A DIR_B [--atol 0]                 # same model? (either layout; exit 1 if not)
-    llava-patch train-toy [--output runs/toy-training]         # train the toy LLaVA's projector (CPU, ~half an hour)
+    llava-patch train-toy [--output runs/toy-training]         # train the toy LLaVA's projector (CPU, ~37 min)
 """
 
 from __future__ import annotations
@@ -300,7 +300,7 @@ COMMANDS: dict[str, Command] = {
     "bench": ("latency/memory benchmark vs the reference approach", _bench_arguments, _bench),
     "convert": ("convert a LLaVA-1.5 checkpoint between the original and llava-hf layouts", _convert_arguments, _convert),
     "compare": ("compare two checkpoints tensor by tensor (either layout)", _compare_arguments, _compare),
-    "train-toy": ("train the toy LLaVA's projector on easy-VQA (CPU, about half an hour)", _train_toy_arguments,
+    "train-toy": ("train the toy LLaVA's projector on easy-VQA (2-core CPU: about 37 minutes)", _train_toy_arguments,
                   _train_toy),
 }
 

@@ -30,10 +30,10 @@ from .scoring.gqa import normalize_prediction
 
 RATIOS = (0.75, 0.9, 0.95)
 # The default question: its position in easy-VQA's test/questions.json, "What is the color of the
-# shape?" on 0.png (a red triangle; answer "red"). A colour question: every patch of the shape shows
-# its colour, so a few kept tokens can still answer it. The toy answers it right unpruned (measured;
-# tests/eval/test_demo.py checks it).
-EASY_VQA_QUESTION = 2
+# triangle?" on 0.png (a red triangle; answer "red"). A colour question: every patch of the shape shows
+# its colour, so a few kept tokens could still answer it. The toy answers it right unpruned (measured
+# with the committed projector; tests/eval/test_demo.py checks it).
+EASY_VQA_QUESTION = 1
 EASY_VQA_SOURCE = "easy-VQA test split (easy-vqa 1.0, MIT)"
 FREE_QUESTION = "Describe the image briefly."  # for an image of the user's
 SHORT_ANSWER_TOKENS = 4  # easy-VQA's answers are one word: a few tokens and the end of turn

@@ -77,10 +77,11 @@ def sweep(model: str, data_root: Path, output_root: Path, benchmarks: list[str],
         if info.takes_budget and not info.takes_reduction_ratio:
             raise ValueError(f"method {method!r} takes keep = {', '.join(map(str, info.budgets))} only; "
                              "the sweep runs reduction ratios")
-    settings = [(benchmark, method, ratio) for benchmark in benchmarks for method in methods
-                for ratio in (ratios if method_info(method).takes_budget else [0.0])]
-    if no_image:
-        settings += [(benchmark, NO_IMAGE, 1.0) for benchmark in benchmarks]
+    settings = []
+    for benchmark in benchmarks:
+        settings += [(benchmark, method, ratio) for method in methods
+                     for ratio in (ratios if method_info(method).takes_budget else [0.0])]
+        settings += [(benchmark, NO_IMAGE, 1.0)] if no_image else []
     rows = []
     for number, (benchmark, method, ratio) in enumerate(settings, start=1):
         output = output_root / benchmark / (f"{method}-{ratio:g}" if method != NO_IMAGE else "no-image")
