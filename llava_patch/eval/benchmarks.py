@@ -190,11 +190,13 @@ BENCHMARKS: dict[str, Benchmark] = {benchmark.name: benchmark for benchmark in [
     Benchmark("mmbench_cn", "MMB-CN", "mmbench_cn", "mmbench_dev_cn_20231003.tsv", None, _mmbench_loader(OPTION_SUFFIX_CN),
               headline="accuracy", scorer="mmbench_cn", max_new_tokens=1024, files={"test": "mmbench_test_cn_20231003.tsv"}),
     # The toy benchmarks, built from easy-VQA's test split by `llava_patch.eval.easyvqa` (POPE's and GQA's formats).
+    # Their answers are one word: 16 new tokens bound the decoding of a model that answers in sentences.
     Benchmark("easyvqa_yesno", "easy-VQA yes/no", "easyvqa_yesno", "llava_easyvqa_yesno.jsonl", "images",
-              _loader_questions, headline="f1_mean", scorer="easyvqa_yesno",
+              _loader_questions, headline="f1_mean", scorer="easyvqa_yesno", max_new_tokens=16,
               files={"labels": "labels/easyvqa_{split}.json"}, splits=("shape", "color", "negation")),
     Benchmark("easyvqa", "easy-VQA", "easyvqa", "llava_easyvqa.jsonl", "images", _loader_questions,
-              headline="accuracy", scorer="easyvqa", files={"questions": "easyvqa_questions.json"}),
+              headline="accuracy", scorer="easyvqa", files={"questions": "easyvqa_questions.json"},
+              max_new_tokens=16),
     _video("msvd", "MSVD", "MSVD"),
     _video("msrvtt", "MSRVTT", "MSRVTT"),
     _video("tgif", "TGIF", "TGIF"),

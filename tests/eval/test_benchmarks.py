@@ -19,6 +19,7 @@ def test_every_record_names_a_registered_scorer_or_who_else_scores_it():
         else:
             assert record.greedy
     assert get_benchmark("sqa").scorer == "sqa_img" and get_benchmark("vqav2").scorer is None
+    assert get_benchmark("easyvqa").max_new_tokens == get_benchmark("easyvqa_yesno").max_new_tokens == 16
     assert get_benchmark("mmvet").judge == MMVET_GRADER and get_benchmark("mmvet").headline == "score"
     # the key each local scorer's "headline" repeats (tests/eval/test_scoring.py checks the scorers' side)
     assert {name: record.headline for name, record in BENCHMARKS.items() if record.scorer} == {
