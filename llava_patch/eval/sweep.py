@@ -22,7 +22,7 @@ from .runner import ANSWERS, MANIFEST, METRICS, RunConfig, run
 RATIOS = (0.75, 0.9, 0.95)
 BENCHMARKS = ("pope", "gqa")  # a real sweep's default (CKPT/DATA)
 TOY_BENCHMARKS = ("easyvqa", "easyvqa_yesno")
-TOY_IMAGES = 12  # easy-VQA test images of the default sweep (≈ 30 short-answer, 90 yes/no questions)
+TOY_IMAGES = 9  # easy-VQA test images of the default sweep: 21 short-answer, 60 yes/no questions (fits 10 min)
 NO_IMAGE = "no image"  # the row of questions asked without their image
 
 
