@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from .. import method_info, methods as registered_methods
@@ -174,12 +175,13 @@ def _toy_default(root: Path, images: int) -> tuple[str, str]:
     from .easyvqa import build_easyvqa
 
     data, marker = root / "data", root / "sample.json"
-    if marker.exists() and read_json(marker)["images"] != images:
-        raise ValueError(f"{marker}: {root} holds the sweep of {read_json(marker)['images']} easy-VQA images, "
-                         f"not {images}; choose another --output-root")
+    held = read_json(marker)["images"] if marker.exists() else images
+    if held != images:
+        raise ValueError(f"{marker}: {root} holds the sweep of {held} easy-VQA images, not {images}; "
+                         "choose another --output-root")
     model = toy_checkpoint()
     if not data.exists():
         root.mkdir(parents=True, exist_ok=True)
         build_easyvqa(data, images=images)
-        write_atomic(marker, f'{{"images": {images}}}\n')
+        write_atomic(marker, json.dumps({"images": images}) + "\n")
     return str(model), str(data)

@@ -138,7 +138,7 @@ def train_projector(output: str | Path, config: TrainingConfig = TrainingConfig(
     from safetensors.torch import save_file
     from tqdm import tqdm
 
-    from ..eval.provenance import device_name, git_commit, versions
+    from ..eval.provenance import device_name, git_commit, sha256, versions
     from ..models.loading import load_model
 
     output = Path(output)
@@ -204,10 +204,10 @@ def train_projector(output: str | Path, config: TrainingConfig = TrainingConfig(
     record = {
         "command": command, "config": asdict(config), "training_seconds": round(elapsed, 1),
         "images_seen": needed, "questions_seen": sum(len(q) for _, q in order[:needed]),
-        "parts_sha256": {"dinov2_onnx": toy_parts.sha256(toy_parts.part(toy_parts.DINOV2_ONNX)),
-                         "smollm2_gguf": toy_parts.sha256(toy_parts.part(toy_parts.SMOLLM2_GGUF)),
-                         "easy_vqa_train_questions": toy_parts.sha256(data / "train" / "questions.json")},
-        "projector_sha256": toy_parts.sha256(path), "git_commit": git_commit(), "versions": versions(),
+        "parts_sha256": {"dinov2_onnx": sha256(toy_parts.part(toy_parts.DINOV2_ONNX)),
+                         "smollm2_gguf": sha256(toy_parts.part(toy_parts.SMOLLM2_GGUF)),
+                         "easy_vqa_train_questions": sha256(data / "train" / "questions.json")},
+        "projector_sha256": sha256(path), "git_commit": git_commit(), "versions": versions(),
         "device": device_name(),
     }
     write_atomic(output / RECORD, json.dumps(record, indent=1) + "\n")
