@@ -34,6 +34,7 @@ class Record:
     scores: list = field(default_factory=list)
     visual_tokens: list[int] = field(default_factory=list)
     equivalent_visual_tokens: list[float] | None = None
+    layer_visual_tokens: list[list[int]] | None = None
 
 
 class Recorder:
@@ -57,8 +58,9 @@ class Recorder:
             self._depth -= 1
 
     def record(self, selection: list, scores: list, visual_tokens: list[int],
-               equivalent_visual_tokens: list[float] | None = None) -> None:
-        self.last = Record(selection, scores, list(visual_tokens), equivalent_visual_tokens)
+               equivalent_visual_tokens: list[float] | None = None,
+               layer_visual_tokens: list[list[int]] | None = None) -> None:
+        self.last = Record(selection, scores, list(visual_tokens), equivalent_visual_tokens, layer_visual_tokens)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class PatchHandle:
         method: those kept from its pruning layer on).
     last_equivalent_visual_tokens: LLM-stage methods only: the layer-averaged count that
         SparseVLM/VisionZip-style tables report (FastV: (K·N + (layers−K)·kept)/layers).
+    last_layer_visual_tokens: LLM-stage methods only: per sample, the visual tokens each decoder layer
+        processed (what the cost model needs for layer-wise schedules).
     """
 
     def __init__(self, model: nn.Module, adapter, method, keep: int | None, recorder: Recorder) -> None:
@@ -112,6 +116,10 @@ class PatchHandle:
     @property
     def last_equivalent_visual_tokens(self) -> list[float] | None:
         return self._recorder.last.equivalent_visual_tokens
+
+    @property
+    def last_layer_visual_tokens(self) -> list[list[int]] | None:
+        return self._recorder.last.layer_visual_tokens
 
     def remove(self) -> None:
         """Restore the model's original behaviour exactly. Removing twice is a no-op."""
