@@ -15,6 +15,7 @@ runner. Heavy modules are imported by the runners, so `--help` stays fast.
     llava-patch convert --to hf ORIGINAL_DIR OUT_DIR           # original LLaVA layout ↔ transformers llava-hf layout
     llava-patch compare DIR_A DIR_B [--atol 0]                 # same model? (either layout; exit 1 if not)
     llava-patch train-toy [--output runs/toy-training]         # train the toy LLaVA's projector (CPU, ~37 min)
+    llava-patch fitprune-recipe --model CKPT --data Q.jsonl --image-folder DIR --reduction-ratio 0.9 --output R.json
 """
 
 from __future__ import annotations
@@ -286,6 +287,32 @@ def _train_toy(args: argparse.Namespace) -> int:
     return 0
 
 
+# fitprune-recipe ----------------------------------------------------------------------------------
+def _fitprune_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint directory or hub id (e.g. liuhaotian/llava-v1.5-7b)")
+    parser.add_argument("--backend", choices=("hf", "llava"), default="hf")
+    parser.add_argument("--data", required=True, help="calibration questions: LLaVA's question JSONL "
+                                                      "({question_id, image, text} per line)")
+    parser.add_argument("--image-folder", required=True, help="the folder the questions' image paths are relative to")
+    parser.add_argument("--reduction-ratio", type=float, required=True,
+                        help="the FLOPs reduction to fit for, a fraction in [0, 1) (e.g. 0.9)")
+    parser.add_argument("--output", required=True, help="the recipe JSON to write (a new file; never overwritten)")
+    parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--device", help="default: cuda when available, else cpu")
+    parser.add_argument("--tolerance", type=float, default=0.01, help="the bisection's final alpha bracket (FitPrune: 0.01)")
+    parser.epilog = "FitPrune's statistical analysis (docs/fitprune.md); load the result with llava_patch.calibration.load_recipe."
+
+
+def _fitprune_recipe(args: argparse.Namespace) -> int:
+    from .calibration.fitprune import generate_recipe
+
+    recipe = generate_recipe(args.model, args.data, args.image_folder, args.reduction_ratio, args.output,
+                             backend=args.backend, limit=args.limit, device=args.device, tolerance=args.tolerance)
+    print(f"wrote {args.output}: delete {recipe.delete} (alpha {recipe.fitting['alpha']:.4f}, "
+          f"{recipe.layer_mean_visual_tokens():.1f} visual tokens per layer on average)")
+    return 0
+
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
     "demo": ("every method on one image: visual tokens, answer, time", _demo_arguments, _demo),
@@ -302,6 +329,8 @@ COMMANDS: dict[str, Command] = {
     "compare": ("compare two checkpoints tensor by tensor (either layout)", _compare_arguments, _compare),
     "train-toy": ("train the toy LLaVA's projector on easy-VQA (2-core CPU: about 37 minutes)", _train_toy_arguments,
                   _train_toy),
+    "fitprune-recipe": ("fit a FitPrune pruning recipe on calibration questions (GPU for real checkpoints)",
+                        _fitprune_recipe_arguments, _fitprune_recipe),
 }
 
 

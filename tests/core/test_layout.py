@@ -1,5 +1,5 @@
-"""The package's layout rules: imports point one way (cli → {paper, training} → {eval, efficiency} → models → the
-patch), and a method's file is named after the method."""
+"""The package's layout rules: imports point one way (cli → {paper, training, calibration} → {eval, efficiency} →
+models → the patch), and a method's file is named after the method."""
 
 import ast
 from pathlib import Path
@@ -9,7 +9,7 @@ import llava_patch
 PACKAGE = Path(llava_patch.__file__).resolve().parent
 # group → rank: a module may import its own group or a group of lower rank; paper reads eval's records
 # and efficiency times the toy on eval's easy-VQA questions (eval never imports efficiency).
-RANKS = {"core": 0, "models": 1, "eval": 2, "efficiency": 2, "paper": 3, "training": 3, "cli": 4}
+RANKS = {"core": 0, "models": 1, "eval": 2, "efficiency": 2, "paper": 3, "training": 3, "calibration": 3, "cli": 4}
 ALLOWED_SAME_RANK = {("paper", "eval"), ("efficiency", "eval")}
 # The patch's own subpackages belong to core with the top-level modules (registry, tower, ...).
 CORE_SUBPACKAGES = ("methods", "adapters", "encoders")
