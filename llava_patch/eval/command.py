@@ -67,8 +67,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--limit", type=int, help="only the first N questions (smoke runs)")
     parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"))
-    parser.add_argument("--no-image", action="store_true",
-                        help="ask every question without its image: the text-only baseline (with --method none)")
+    without = parser.add_mutually_exclusive_group()
+    without.add_argument("--no-image", action="store_true",
+                         help="ask every question without its image: the text-only baseline (with --method none)")
+    without.add_argument("--empty-image", action="store_true",
+                         help="ask with the image prompt but 0 visual tokens in place of the image, the text around "
+                              "it kept: what FasterVLM's code feeds at 100%% reduction, the papers' 0-token row "
+                              "(with --method none)")
+    parser.add_argument("--printed-tokens", type=int, metavar="N",
+                        help="the '# Token' a paper's table prints for the row this run fills, where the budget its "
+                             "authors' code used differs (FastV at 90%%: --keep 57 --printed-tokens 58); recorded in "
+                             "the manifest beside the measured count, and `llava-patch tables` files the run there")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, benchmark=args.benchmark, data_root=args.data_root, output_dir=args.output_dir,
         backend=args.backend, method=args.method, options=parse_options(args.option), keep=args.keep,
         reduction_ratio=args.reduction_ratio, batch_size=args.batch_size, limit=args.limit, dtype=args.dtype,
-        no_image=args.no_image,
+        no_image=args.no_image, empty_image=args.empty_image, printed_tokens=args.printed_tokens,
     ))
     return 0
 

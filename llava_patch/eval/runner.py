@@ -9,6 +9,12 @@ uninterrupted run computes. Every answer records the visual tokens its sample ca
 a count that differs from the budget stops the run (docs/decisions.md §1: a script that silently ran
 unpruned). What the manifest records about the model, data, software and device comes from
 `provenance`; how each benchmark is asked and scored, from its record in `benchmarks`.
+
+Two ways to run without visual tokens (method `none`): `no_image`, the text-only prompt (no "<image>\n"),
+and `empty_image`, the image prompt with its placeholder given zero visual tokens, the text around it
+kept: what FasterVLM's code feeds the LLM at 100% reduction (docs/reproduce.md), the papers' 0-token
+row. `printed_tokens` files a run under the token count a paper's table prints where the budget the
+authors' code used differs (FastV: 57 tokens in the row printed 58); the manifest keeps both.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import os
 import statistics
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from contextlib import contextmanager
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +34,8 @@ from tqdm import tqdm
 
 from .. import apply, method_info
 from ..models.loading import load_model
-from ..models.media import read_image, read_video
+from ..models.media import VIDEO_TOKEN, read_image, read_video
+from ..models.prompting import IMAGE_TOKEN, left_pad, tokenize_with_placeholders
 from . import provenance
 from .benchmarks import MMVET_GRADER, VIDEO_QA_JUDGE, Benchmark, Question, get_benchmark
 from .files import read_json, read_jsonl, write_atomic
@@ -52,6 +60,19 @@ class RunConfig:
     limit: int | None = None  # the first N questions only (smoke runs)
     dtype: str | None = None  # float16 / bfloat16 / float32; default: float16 on CUDA, float32 on CPU
     no_image: bool = False  # ask every question without its image (the text-only baseline; method "none")
+    # the image prompt with 0 visual tokens in place of its placeholder (FasterVLM's 100% row; method "none")
+    empty_image: bool = False
+    printed_tokens: int | None = None  # the "# Token" of the paper's row this run fills, where the budget differs
+
+
+# What reached the LLM in place of each question's image, as the manifest's `visual_input` says it.
+VISUAL_INPUT = {
+    "image": "the image's visual tokens, as the method and budget leave them",
+    "no_image": "text only: the prompt without \"<image>\\n\" and no image (--no-image)",
+    "empty_image": "the image prompt with 0 visual tokens in place of its placeholder: the text around \"<image>\" "
+                   "(its \"\\n\") kept, no image encoded; what FasterVLM's code feeds the LLM at 100% reduction "
+                   "(--empty-image)",
+}
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -125,7 +146,7 @@ def _status(output: Path, config: RunConfig, benchmark: Benchmark) -> str:
     raises: results of different runs are never mixed."""
     saved = output / CONFIG
     if saved.exists():
-        previous = read_json(saved)
+        previous = _config_defaults() | read_json(saved)  # a run saved before a setting existed had its default
         if previous != asdict(config) | {"output_dir": previous["output_dir"]}:
             raise ValueError(f"{saved}: {output} holds a run with other settings; choose a new --output-dir")
     elif output.exists() and any(output.iterdir()):
@@ -135,6 +156,11 @@ def _status(output: Path, config: RunConfig, benchmark: Benchmark) -> str:
     if not (output / ANSWERS).exists():
         return PARTIAL
     return COMPLETE if all((output / name).exists() for name in _outputs(config, benchmark)) else ANSWERED
+
+
+def _config_defaults() -> dict:
+    return {f.name: f.default if f.default is not MISSING else f.default_factory()
+            for f in fields(RunConfig) if f.default is not MISSING or f.default_factory is not MISSING}
 
 
 def _questions(config: RunConfig, benchmark: Benchmark) -> list[Question]:
@@ -154,6 +180,13 @@ def _budget(config: RunConfig) -> dict:
         raise ValueError(f"--batch-size {config.batch_size}: must be a positive integer")
     if config.no_image and config.method != "none":
         raise ValueError(f"--no-image asks without the image; it runs with --method none, not {config.method}")
+    if config.empty_image and config.no_image:
+        raise ValueError("--empty-image keeps the image prompt with 0 visual tokens, --no-image drops it: choose one")
+    if config.empty_image and config.method != "none":
+        raise ValueError(f"--empty-image gives the image 0 visual tokens; it runs with --method none, not {config.method}")
+    printed = config.printed_tokens
+    if printed is not None and (isinstance(printed, bool) or not isinstance(printed, int) or printed < 0):
+        raise ValueError(f"--printed-tokens {printed}: the token count a paper's table prints, a number >= 0")
     return budget_arguments(config.method, config.keep, config.reduction_ratio)
 
 
@@ -180,6 +213,8 @@ def check_visual_tokens(measured: list[int], samples: int, expected: int | None,
 def _describe(config: RunConfig) -> str:
     if config.no_image:
         return "no image"
+    if config.empty_image:
+        return "0 visual tokens"
     if config.keep is not None:
         return f"{config.method} keep {config.keep}"
     if config.reduction_ratio is not None:
@@ -256,19 +291,26 @@ def _run_shard(config: RunConfig, benchmark: Benchmark, loaded: _Loaded, shard: 
     try:
         with open(path, "a", encoding="utf-8") as file:
             for index, batch in todo:
-                images = None if batch[0].image is None else [_media(benchmark, config, q) for q in batch]
+                empty = config.empty_image and batch[0].image is not None  # the image prompt, 0 visual tokens
+                images = None if batch[0].image is None or empty else [_media(benchmark, config, q) for q in batch]
                 torch.manual_seed(index)  # sampling protocols (video QA) repeat exactly, also when resumed
                 start = time.perf_counter()
-                answers = vlm.generate(images, [q.text for q in batch], max_new_tokens=benchmark.max_new_tokens)
+                with _empty_placeholders(vlm) if empty else _nothing():
+                    answers = vlm.generate(images, [q.text for q in batch], max_new_tokens=benchmark.max_new_tokens)
                 stats["generate_seconds"] += time.perf_counter() - start
                 stats["new_tokens"] += vlm.last_new_tokens
+                where = f"questions {[q.question_id for q in batch]}"
                 visual = handle.last_visual_tokens if images is not None else [0] * len(batch)
                 if images is not None:
-                    check_visual_tokens(visual, len(batch), expected, config.method,
-                                        f"questions {[q.question_id for q in batch]}")
+                    check_visual_tokens(visual, len(batch), expected, config.method, where)
+                elif empty:  # nothing visual may have reached the LLM
+                    check_visual_tokens(handle.last_visual_tokens or [0] * len(batch), len(batch), 0, "--empty-image", where)
+                equivalent = getattr(handle, "last_equivalent_visual_tokens", None) if images is not None else None
+                equivalent = equivalent if equivalent and len(equivalent) == len(batch) else [None] * len(batch)
                 margins = vlm.last_min_margins  # None entries where the protocol samples
-                rows = [_answer_row(question, answer, model_id, tokens, index, len(batch), margin)
-                        for question, answer, tokens, margin in zip(batch, answers, visual, margins)]
+                rows = [_answer_row(question, answer, model_id, tokens, index, len(batch), margin, layer_averaged)
+                        for question, answer, tokens, margin, layer_averaged
+                        in zip(batch, answers, visual, margins, equivalent)]
                 file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
                 file.flush()
                 os.fsync(file.fileno())
@@ -282,6 +324,33 @@ def _run_shard(config: RunConfig, benchmark: Benchmark, loaded: _Loaded, shard: 
     return stats
 
 
+@contextmanager
+def _nothing():
+    yield
+
+
+@contextmanager
+def _empty_placeholders(vlm):
+    """While open, `vlm.generate(None, questions)` asks each question with the image prompt whose
+    "<image>" (or "<video>") marker stands for no token at all: the text chunks around it tokenized
+    exactly as for an image (LLaVA's `tokenizer_image_token`, BOS once), joined with nothing between.
+    This is the sequence FasterVLM's `prepare_inputs_labels_for_multimodal` builds when its top-k keeps
+    0 features (docs/reproduce.md); no image is read or encoded."""
+    markers = {IMAGE_TOKEN: (0, 0), VIDEO_TOKEN: (0, 0)}
+
+    def prepare(media, questions):
+        rows = [tokenize_with_placeholders(vlm.prompt(question), vlm.tokenizer, markers) for question in questions]
+        input_ids, attention_mask = left_pad(rows, vlm.pad_token_id)
+        device = vlm.model.device
+        return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+    vlm.prepare = prepare  # shadows the class's prepare for this instance only
+    try:
+        yield
+    finally:
+        del vlm.prepare
+
+
 def _media(benchmark: Benchmark, config: RunConfig, question: Question) -> Image.Image | list[Image.Image]:
     """The question's image, or the sampled frames of its video."""
     if isinstance(question.image, Image.Image):
@@ -291,9 +360,12 @@ def _media(benchmark: Benchmark, config: RunConfig, question: Question) -> Image
 
 
 def _answer_row(question: Question, answer: str, model_id: str, visual_tokens: int, batch: int, batch_size: int,
-                margin: float | None) -> dict:
-    """LLaVA's answer-file record; the answer id is derived from the question so reruns are identical."""
+                margin: float | None, equivalent_visual_tokens: float | None = None) -> dict:
+    """LLaVA's answer-file record; the answer id is derived from the question so reruns are identical.
+    An LLM-stage method adds the layer-averaged count (`equivalent_visual_tokens`) beside the final one."""
     metadata = {"visual_tokens": visual_tokens, "batch": batch, "batch_size": batch_size}
+    if equivalent_visual_tokens is not None:
+        metadata["equivalent_visual_tokens"] = round(float(equivalent_visual_tokens), 3)
     if margin is not None:
         metadata["min_logit_margin"] = round(margin, 6)
     row = {"question_id": question.question_id, "prompt": question.text, "text": answer,
@@ -317,7 +389,10 @@ def _merge(output: Path, questions: list[Question], shards: int) -> list[dict]:
 
 def _manifest(config: RunConfig, benchmark: Benchmark, answers: list[dict], stats: dict, seconds: float, state) -> dict:
     visual = [row["metadata"]["visual_tokens"] for row in answers if row["metadata"]["visual_tokens"]]
+    equivalent = [row["metadata"]["equivalent_visual_tokens"] for row in answers
+                  if row["metadata"].get("equivalent_visual_tokens") is not None]
     question_file = benchmark.question_path(config.data_root)
+    mode = "no_image" if config.no_image else "empty_image" if config.empty_image else "image"
     return {
         "model": config.model,
         "paper_model": provenance.paper_model(config.model),
@@ -325,9 +400,14 @@ def _manifest(config: RunConfig, benchmark: Benchmark, answers: list[dict], stat
         "backend": config.backend,
         "method": config.method,
         "no_image": config.no_image,
+        "empty_image": config.empty_image,
+        "visual_input": {"mode": mode, "what": VISUAL_INPUT[mode]},
         "options": config.options,
         "requested_budget": {"keep": config.keep, "reduction_ratio": config.reduction_ratio},
-        "measured_visual_tokens": {"min": min(visual), "mean": statistics.fmean(visual), "max": max(visual)} if visual else None,
+        # the paper's "# Token" for this run's row where it differs from the budget run (None: not given)
+        "printed_tokens": config.printed_tokens,
+        "measured_visual_tokens": _summary_counts(visual),
+        "measured_equivalent_visual_tokens": _summary_counts(equivalent),
         "benchmark": config.benchmark,
         "questions": len(answers),
         "data_files": {str(question_file): provenance.sha256(question_file)},
@@ -344,6 +424,10 @@ def _manifest(config: RunConfig, benchmark: Benchmark, answers: list[dict], stat
                "of this process's session (resumed work is not re-timed); tokens/s = generated tokens of process 0 / "
                "its generate() seconds",
     }
+
+
+def _summary_counts(counts: list) -> dict | None:
+    return {"min": min(counts), "mean": statistics.fmean(counts), "max": max(counts)} if counts else None
 
 
 NEAR_TIE = 0.05  # logits: below this top-2 gap, fp16 batched vs one-by-one decoding can flip the token
