@@ -194,6 +194,7 @@ def apply(
         keep = adapter.num_patches
     elif isinstance(chosen, LanguageModelMethod):  # per sample, checked against its visual tokens at run time
         resolve_keep(keep, reduction_ratio, num_tokens=None)
+        chosen.check_llm_budget(keep, reduction_ratio)
         chosen.check_language_model(adapter.language_model())
     else:
         keep = resolve_keep(keep, reduction_ratio, adapter.num_patches)

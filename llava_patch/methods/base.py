@@ -90,6 +90,9 @@ class LanguageModelMethod(Method):
     def check_language_model(self, language_model: nn.Module) -> None:
         """Raise ValueError when the method cannot run on this decoder (nothing is changed yet)."""
 
+    def check_llm_budget(self, keep: int | None, reduction_ratio: float | None) -> None:
+        """Raise ValueError for a budget the method cannot run with (nothing is changed yet)."""
+
     def attach(self, language_model: nn.Module, keep: int | None, reduction_ratio: float | None, recorder) -> None:
         raise NotImplementedError
 
