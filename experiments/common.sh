@@ -8,6 +8,9 @@
 #   BACKEND    llava (default: the original LLaVA code the papers ran) or hf
 #   RUNS       output root (default runs)
 #   BATCH      batch size per process (default 1, as the papers)
+#   DRY_RUN    set (e.g. DRY_RUN=1): print each evaluation's `llava-patch eval` command, run nothing
+# METHOD no_image with KEEP 0 is the papers' 0-token row: `--method none --empty-image` (the image prompt
+# with 0 visual tokens, as FasterVLM's code fed it; docs/reproduce.md), written to <benchmark>/no_image-0.
 # One process runs `python -m llava_patch.eval` directly; several run through
 # `accelerate launch --multi_gpu --num_processes N` (accelerate's torchrun launcher: without
 # --multi_gpu it silently starts one process on a host without several GPUs).
@@ -43,12 +46,23 @@ run_eval() {  # run_eval FAMILY BENCHMARK METHOD KEEP [extra llava-patch eval ar
     [[ "$method" =~ ^[A-Za-z0-9_]+$ ]] || usage "METHOD '$method' is not a method name (llava-patch methods lists them)"
     [[ "$keep" =~ ^[0-9]+$ ]] || usage "${USAGE_ARGUMENTS##* } '$keep' is not a number of tokens"
     require_environment
-    local gpus="${GPUS:-${CUDA_VISIBLE_DEVICES:-0}}"
-    local processes="${PROCESSES:-$(awk -F, '{print NF}' <<< "$gpus")}"
-    [[ "$processes" =~ ^[1-9][0-9]*$ ]] || fail "PROCESSES=$processes: expected a positive number"
     local output="${RUNS:-runs}/$family/$(basename "$CKPT")/$benchmark/$method-$keep"
     local arguments=(--model "$CKPT" --backend "${BACKEND:-llava}" --benchmark "$benchmark" --data-root "$DATA"
                      --output-dir "$output" --batch-size "${BATCH:-1}" "$@")
+    if [[ "$method" == no_image ]]; then  # the 0-token row: the unpruned model, 0 visual tokens for the image
+        [[ "$keep" == 0 ]] || usage "METHOD no_image is the 0-token row; its KEEP is 0, not $keep"
+        method=none
+        arguments+=(--empty-image)
+    fi
+    if [[ -n "${DRY_RUN:-}" ]]; then  # the command, its budget as the registry gives it for these methods
+        local budget=(--keep "$keep")
+        [[ "$method" != none ]] || budget=()
+        echo "llava-patch eval ${arguments[*]} --method $method${budget[*]:+ ${budget[*]}}"
+        return
+    fi
+    local gpus="${GPUS:-${CUDA_VISIBLE_DEVICES:-0}}"
+    local processes="${PROCESSES:-$(awk -F, '{print NF}' <<< "$gpus")}"
+    [[ "$processes" =~ ^[1-9][0-9]*$ ]] || fail "PROCESSES=$processes: expected a positive number"
     export CUDA_VISIBLE_DEVICES="$gpus"
     if [[ "$processes" -eq 1 ]]; then
         # in-process: the registry says whether the method takes a budget (the unpruned `none` gets no
@@ -95,6 +109,16 @@ print(int(takes_budget), port, max(threads, 1))' "$0" "$method" "$processes" "$g
     "$PYTHON" -m accelerate.commands.launch --multi_gpu --num_processes "$processes" --num_machines 1 \
         --mixed_precision no --dynamo_backend no --main_process_port "$port" --num_cpu_threads_per_process "$threads" \
         -m llava_patch.eval "${arguments[@]}" --method "$method" "${budget[@]}"
+}
+
+require_fitprune_recipes() {  # require_fitprune_recipes KEEP...: $FITPRUNE_RECIPES/fitprune-KEEP.json each, else one line
+    local make="make one with \`llava-patch fitprune-recipe\` (see llava-patch fitprune-recipe --help)"
+    [[ -n "${FITPRUNE_RECIPES:-}" ]] || fail "FITPRUNE_RECIPES is not set: a directory of FitPrune recipes fitprune-<keep>.json; $make"
+    local keep
+    for keep in "$@"; do
+        [[ -f "$FITPRUNE_RECIPES/fitprune-$keep.json" ]] || fail "$FITPRUNE_RECIPES/fitprune-$keep.json: no such file" \
+            "(FitPrune's recipe for $keep tokens, in FITPRUNE_RECIPES=$FITPRUNE_RECIPES); $make"
+    done
 }
 
 run_step() {  # run_step SCRIPT ARGS...: one evaluation of a sweep; a failure names it and stops the sweep

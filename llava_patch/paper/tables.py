@@ -4,11 +4,18 @@
 budgets as rows, its benchmarks and average as columns — as Markdown and LaTeX. A cell shows the
 published value; where a run reproduced it, "published / reproduced (Δ)", flagged with ⚠ when the
 difference exceeds the tolerance (relative to the published value); "·" marks a cell not yet
-reproduced. Reproduced values come from evaluation runs (`metrics.json` + `manifest.json`): a run is
-matched to a cell by the published model its manifest names (`paper_model`), method, benchmark record
-and the visual tokens it measured (the published "# Token"; for a method whose counts vary per image,
-such as PruMerge+, its nominal budget). The value is the record's headline metric; column titles are
-the records' display names.
+reproduced, "×" one of a row this project cannot run (its method is not registered). Reproduced
+values come from evaluation runs (`metrics.json` + `manifest.json`): a run is matched to a cell by the
+published model its manifest names (`paper_model`), method, benchmark record and its token count:
+
+- the "# Token" the run recorded as printed (`printed_tokens`: FastV run with the budget its authors'
+  code used, 57 in the row printed 58; SparseVLM and FitPrune, whose printed count is layer-averaged);
+- else, for a method whose counts vary per image (PruMerge+), its nominal budget;
+- else the visual tokens it measured (the mean, rounded).
+
+A run with `empty_image` (the image prompt with 0 visual tokens, what FasterVLM's code feeds at 100%
+reduction) fills the `no_image` row; a text-only `no_image` run fills none (its prompt differs). The
+value is the record's headline metric; column titles are the records' display names.
 """
 
 from __future__ import annotations
@@ -17,12 +24,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import method_info
+from .. import method_info, methods
 from ..eval.benchmarks import VIDEO_QA_JUDGE, Benchmark, get_benchmark
 from ..eval.files import read_json
-from .published import UNPRUNED, benchmark_record, load_published, recompute_average
+from .published import NO_IMAGE, UNPRUNED, benchmark_record, load_published, recompute_average
 
-FLAG, MISSING = "⚠", "·"
+FLAG, MISSING, UNAVAILABLE = "⚠", "·", "×"
 AVERAGE_TITLE = "Average"
 PRINTED_TITLES = {("vtc_cls", "sqa"): "SciQA"}  # (paper, record) → the title where a paper prints its own
 
@@ -62,10 +69,8 @@ def reproduced_results(runs_root: str | Path) -> list[dict]:
         if not metrics_path.exists():
             continue
         manifest, metrics = read_json(manifest_path), read_json(metrics_path)
-        measured = manifest.get("measured_visual_tokens") or {}
-        variable = method_info(manifest["method"]).variable_count  # counts vary per image: the nominal budget
-        tokens = manifest["requested_budget"]["keep"] if variable else round(measured.get("mean", 0))
-        results.append({"model": manifest.get("paper_model"), "method": manifest["method"],
+        method, tokens = _row_of(manifest)
+        results.append({"model": manifest.get("paper_model"), "method": method,
                         "benchmark": manifest["benchmark"], "tokens": tokens,
                         "values": _headline_values(get_benchmark(manifest["benchmark"]), metrics),
                         "run": str(manifest_path.parent)})
@@ -75,12 +80,34 @@ def reproduced_results(runs_root: str | Path) -> list[dict]:
     return results
 
 
-def tables_with_runs(runs_root: str | Path | None = None, published_csv: str | Path | None = None) -> dict:
+def _row_of(manifest: dict) -> tuple[str, int]:
+    """The (method, "# Token") of the published row a run's manifest fills (see the module docstring)."""
+    if manifest.get("empty_image"):
+        return NO_IMAGE, 0
+    method = manifest["method"]
+    if manifest.get("printed_tokens") is not None:
+        return method, int(manifest["printed_tokens"])
+    try:
+        variable = method_info(method).variable_count  # counts vary per image: the nominal budget
+    except ValueError:  # a method this installation does not have
+        variable = False
+    measured = manifest.get("measured_visual_tokens") or {}
+    return method, manifest["requested_budget"]["keep"] if variable else round(measured.get("mean", 0))
+
+
+def runnable_methods() -> set[str]:
+    """The published methods this project can run: the registered ones, and the 0-token row
+    (`no_image`: `llava-patch eval --method none --empty-image`)."""
+    return set(methods()) | {NO_IMAGE}
+
+
+def tables_with_runs(runs_root: str | Path | None = None, published_csv: str | Path | None = None,
+                     runnable: set[str] | None = None) -> dict:
     """`build_tables` of the published numbers and the runs under `runs_root` (none: published only).
     Finished runs none of which matches a published cell (model, method, benchmark, tokens) are named
     in one line on stderr: the tables then show published numbers only."""
     reproduced = reproduced_results(runs_root) if runs_root else []
-    tables = build_tables(load_published(published_csv), reproduced)
+    tables = build_tables(load_published(published_csv), reproduced, runnable)
     matched = any(cell.reproduced is not None for table in tables.values() for cell in table["cells"].values())
     if reproduced and not matched:
         print(f"{runs_root}: {len(reproduced)} finished run(s), none of a published model, method, benchmark and "
@@ -97,10 +124,14 @@ def _headline_values(benchmark: Benchmark, metrics: dict) -> dict[str | None, fl
     return {} if value is None else {None: value}
 
 
-def build_tables(published: list[dict], reproduced: list[dict]) -> dict[tuple[str, str], dict]:
+def build_tables(published: list[dict], reproduced: list[dict],
+                 runnable: set[str] | None = None) -> dict[tuple[str, str], dict]:
     """(paper, model) → {"columns": [(benchmark, metric)], "rows": [(method, tokens, ratio)],
-    "cells": {(row, benchmark, metric): Cell}}, in the papers' order. Rows without a token budget
-    (VTC-CLS's reference rows of other models) are not part of a pruning table."""
+    "cells": {(row, benchmark, metric): Cell}, "runnable": {row: bool}}, in the papers' order. A row is
+    runnable when its method is in `runnable` (default `runnable_methods()`: what this installation
+    can run). Rows without a token budget (VTC-CLS's reference rows of other models) are not part of a
+    pruning table."""
+    runnable = runnable_methods() if runnable is None else set(runnable)
     tables: dict[tuple[str, str], dict] = {}
     for row in published:
         if row["tokens"] is None:
@@ -111,6 +142,7 @@ def build_tables(published: list[dict], reproduced: list[dict]) -> dict[tuple[st
             table["columns"].append((row["benchmark"], row["metric"]))
         if key not in table["rows"]:
             table["rows"].append(key)
+            table.setdefault("runnable", {})[key] = row["method"] in runnable
         table["cells"][(key, row["benchmark"], row["metric"])] = Cell(row["value"])
     for (paper, model), table in tables.items():
         _add_reproduced(paper, model, table, reproduced)
@@ -151,9 +183,9 @@ def _format(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
-def _cell_text(cell: Cell, tolerance: float) -> str:
+def _cell_text(cell: Cell, tolerance: float, runnable: bool = True) -> str:
     if cell.reproduced is None:
-        return f"{_format(cell.published)} {MISSING}"
+        return f"{_format(cell.published)} {MISSING if runnable else UNAVAILABLE}"
     flag = f" {FLAG}" if cell.published and abs(cell.difference) > tolerance * abs(cell.published) else ""
     return f"{_format(cell.published)} / {_format(cell.reproduced)} ({cell.difference:+.2f}){flag}"
 
@@ -169,7 +201,7 @@ def _grid(paper: str, table: dict, tolerance: float) -> tuple[list[str], list[li
         cells = []
         for benchmark, metric in table["columns"]:
             cell = table["cells"].get((key, benchmark, metric))
-            cells.append("" if cell is None else _cell_text(cell, tolerance))
+            cells.append("" if cell is None else _cell_text(cell, tolerance, table.get("runnable", {}).get(key, True)))
         lines.append([method, f"{ratio:.0%}", str(tokens)] + cells)
     return header, lines
 
@@ -178,10 +210,15 @@ def render_markdown(paper: str, model: str, table: dict, tolerance: float = 0.01
     header, lines = _grid(paper, table, tolerance)
     out = [f"### {paper} — {model}", "",
            f"Published value; `published / reproduced (Δ)` where reproduced ({FLAG}: |Δ| > {tolerance:.1%} of the "
-           f"published value); {MISSING}: not reproduced yet.", "",
+           f"published value); {MISSING}: not reproduced yet{_unavailable_legend(table)}.", "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(line) + " |" for line in lines]
     return "\n".join(out) + "\n"
+
+
+def _unavailable_legend(table: dict) -> str:
+    missing = sorted({key[0] for key, runnable in table.get("runnable", {}).items() if not runnable})
+    return f"; {UNAVAILABLE}: not runnable here ({', '.join(missing)}: no such method registered)" if missing else ""
 
 
 def render_latex(paper: str, model: str, table: dict, tolerance: float = 0.015) -> str:
@@ -189,7 +226,8 @@ def render_latex(paper: str, model: str, table: dict, tolerance: float = 0.015) 
 
     def escape(text: str) -> str:
         return (text.replace("\\", r"\textbackslash{}").replace("%", r"\%").replace("#", r"\#").replace("_", r"\_")
-                .replace(FLAG, r"$^\dagger$").replace(MISSING, r"$\cdot$").replace("Δ", r"$\Delta$"))
+                .replace(FLAG, r"$^\dagger$").replace(MISSING, r"$\cdot$").replace(UNAVAILABLE, r"$\times$")
+                .replace("Δ", r"$\Delta$"))
 
     out = [r"% " + f"{paper} — {model}: published / reproduced (difference); $^\\dagger$: outside tolerance",
            r"\begin{tabular}{" + "l" * 3 + "c" * (len(header) - 3) + "}", r"\toprule",
@@ -200,10 +238,10 @@ def render_latex(paper: str, model: str, table: dict, tolerance: float = 0.015) 
 
 
 def write_tables(output: str | Path, runs_root: str | Path | None = None, published_csv: str | Path | None = None,
-                 tolerance: float = 0.015) -> list[Path]:
+                 tolerance: float = 0.015, runnable: set[str] | None = None) -> list[Path]:
     """Render every (paper, model) table as `<paper>_<model>.md` and `.tex` under `output`, with the
     reproduced values of the runs under `runs_root` (see `tables_with_runs`)."""
-    tables = tables_with_runs(runs_root, published_csv)
+    tables = tables_with_runs(runs_root, published_csv, runnable)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     written = []

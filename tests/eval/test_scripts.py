@@ -86,11 +86,21 @@ def test_a_sweep_goes_on_past_complete_runs_and_ends_with_rc_0(tmp_path):
     assert len(lines) == len(calls) + 1 and "llava-patch tables --runs runs" in lines[-1] and finished.stderr == ""
 
 
+def _recipes(tmp_path, keeps=(432, 288, 144, 58, 29)):
+    """A FITPRUNE_RECIPES directory with (empty) recipes fitprune-<keep>.json."""
+    recipes = tmp_path / "recipes"
+    recipes.mkdir(exist_ok=True)
+    for keep in keeps:
+        (recipes / f"fitprune-{keep}.json").write_text("{}")
+    return recipes
+
+
 @pytest.mark.parametrize("status", [2, 130])
 def test_a_sweep_stops_at_a_failed_run_and_names_it(status, tmp_path):
     (tmp_path / "data").mkdir()
     fake, log = _fake_python(tmp_path, fail_at=3, status=status)
-    environment = _environment(tmp_path, PYTHON=fake, CKPT="/ckpt/llava-v1.5-7b", DATA=tmp_path / "data")
+    environment = _environment(tmp_path, PYTHON=fake, CKPT="/ckpt/llava-v1.5-7b", DATA=tmp_path / "data",
+                               FITPRUNE_RECIPES=_recipes(tmp_path))
     finished = _script("reproduce/fastervlm_llava15_7b.sh", environment=environment)
     assert finished.returncode == status and len(log.read_text().splitlines()) == 3
     script = EXPERIMENTS / "reproduce" / "fastervlm_llava15_7b.sh"
@@ -136,3 +146,120 @@ def test_rerunning_a_script_skips_the_complete_run_in_one_line(tiny_original, tm
     (line,) = _lines(both)
     assert str(output) in line and "nothing to do" in line
     assert (output / "answers.jsonl").read_bytes() == answers
+
+
+# The reproduce scripts: every row of the papers' tables -----------------------------------------------
+REPRODUCE = {  # script → (paper, published model, family of its runs)
+    "fastervlm_llava15_7b.sh": ("fastervlm", "llava-1.5-7b"),
+    "fastervlm_llava15_13b.sh": ("fastervlm", "llava-1.5-13b"),
+    "fastervlm_llava_next_7b.sh": ("fastervlm", "llava-next-7b"),
+    "fastervlm_video_llava_7b.sh": ("fastervlm", "video-llava-7b"),
+    "vtc_cls_llava15_7b.sh": ("vtc_cls", "llava-1.5-7b"),
+}
+# per family: (visual tokens of the unpruned model, images/crops/frames a vision-stage KEEP is per)
+GEOMETRY = {"v1_5": (576, 1), "v1_6-paper": (2880, 5), "video": (2048, 8)}
+LLM_STAGE = {"fastv", "sparsevlm", "fitprune"}  # their KEEP is per sample, over all its visual tokens
+
+
+def _dry_run(script, tmp_path, *arguments, **variables):
+    (tmp_path / "data").mkdir(exist_ok=True)
+    environment = _environment(tmp_path, CKPT="/ckpt/model", DATA=tmp_path / "data", DRY_RUN=1,
+                               FITPRUNE_RECIPES=_recipes(tmp_path), **variables)
+    return _script(f"reproduce/{script}", *arguments, environment=environment, timeout=60)
+
+
+def _run_row(command: list[str]) -> tuple[str, str, int]:
+    """(benchmark, method, "# Token" row) a dry-run `llava-patch eval` command fills."""
+    def value(flag):
+        return command[command.index(flag) + 1] if flag in command else None
+
+    family = value("--output-dir").split("/")[1]
+    unpruned, items = GEOMETRY[family]
+    method = value("--method")
+    if "--empty-image" in command:
+        assert method == "none" and value("--keep") is None
+        return value("--benchmark"), "no_image", 0
+    if value("--printed-tokens") is not None:
+        return value("--benchmark"), method, int(value("--printed-tokens"))
+    if method == "none":
+        return value("--benchmark"), method, unpruned
+    keep = int(value("--keep"))
+    return value("--benchmark"), method, keep if method in LLM_STAGE else keep * items
+
+
+@pytest.mark.parametrize("script", sorted(REPRODUCE))
+def test_each_reproduce_script_runs_every_row_of_its_table_once(script, tmp_path):
+    from llava_patch.paper.published import benchmark_record, load_published
+
+    finished = _dry_run(script, tmp_path)
+    assert finished.returncode == 0 and finished.stderr == "", finished.stderr
+    *lines, last = _lines(finished.stdout)
+    assert "llava-patch tables --runs runs" in last
+    commands = [shlex.split(line)[1:] for line in lines]
+    assert all(line.startswith("llava-patch eval --model /ckpt/model ") for line in lines)
+    outputs = [command[command.index("--output-dir") + 1] for command in commands]
+    assert len(set(outputs)) == len(outputs)  # one folder per run: none overwrites another
+    runs = [_run_row(command) for command in commands]
+    assert len(set(runs)) == len(runs)
+    paper, model = REPRODUCE[script]
+    published = {(benchmark_record(row["benchmark"]), row["method"], row["tokens"])
+                 for row in load_published(include_reference=False)
+                 if row["paper"] == paper and row["model"] == model and row["benchmark"] != "average"}
+    assert set(runs) == published
+
+
+def test_fastv_runs_keep_what_its_authors_code_kept_and_name_the_printed_count(tmp_path):
+    """FastV's lmms-eval fastv_kvcache.py keeps int(576·(1−R)): 57/28 in the rows printed 58/29."""
+    expected = {"fastervlm_llava15_7b.sh": {("57", "58"), ("28", "29")},
+                "fastervlm_llava_next_7b.sh": {("288", "290"), ("144", "145")},
+                "fastervlm_video_llava_7b.sh": {("204", "208"), ("102", "104")}}
+    for script, pairs in expected.items():
+        commands = [shlex.split(line)[1:] for line in _lines(_dry_run(script, tmp_path).stdout)[:-1]]
+        fastv = {(c[c.index("--keep") + 1], c[c.index("--printed-tokens") + 1] if "--printed-tokens" in c else None)
+                 for c in commands if c[c.index("--method") + 1] == "fastv"}
+        assert {pair for pair in fastv if pair[1] is not None} == pairs, script
+        assert all(keep == printed or printed is None for keep, printed in fastv - pairs)
+
+
+def test_fitprune_rows_need_their_recipes_named_in_one_line(tmp_path):
+    (tmp_path / "data").mkdir()
+    script = EXPERIMENTS / "reproduce" / "fastervlm_llava15_7b.sh"
+    base = _environment(tmp_path, CKPT="/ckpt/llava-v1.5-7b", DATA=tmp_path / "data", DRY_RUN=1)
+    finished = _script("reproduce/fastervlm_llava15_7b.sh", environment=base)
+    (line,) = _lines(finished.stderr)
+    assert finished.returncode == 2 and finished.stdout == ""
+    assert line.startswith(f"{script}: FITPRUNE_RECIPES is not set") and "llava-patch fitprune-recipe --help" in line
+    recipes = _recipes(tmp_path, keeps=(432, 288, 144, 58))
+    finished = _script("reproduce/fastervlm_llava15_7b.sh", environment={**base, "FITPRUNE_RECIPES": str(recipes)})
+    (line,) = _lines(finished.stderr)
+    assert finished.returncode == 2 and finished.stdout == ""
+    assert line.startswith(f"{script}: {recipes / 'fitprune-29.json'}: no such file")
+    assert "llava-patch fitprune-recipe --help" in line
+    finished = _dry_run("fastervlm_llava15_7b.sh", tmp_path)
+    fitprune = [line for line in _lines(finished.stdout) if "--method fitprune" in line]
+    assert len(fitprune) == 10 * 5
+    assert all(f"--option recipe={tmp_path / 'recipes'}/fitprune-{line.split()[-1]}.json" in line for line in fitprune)
+
+
+def test_the_zero_token_row_runs_the_unpruned_model_with_an_empty_image(tmp_path):
+    (tmp_path / "data").mkdir()
+    fake, log = _fake_python(tmp_path)
+    environment = _environment(tmp_path, PYTHON=fake, CKPT="/ckpt/llava-v1.5-7b", DATA=tmp_path / "data")
+    finished = _script("v1_5/pope.sh", "no_image", "0", environment=environment)
+    assert finished.returncode == 0, finished.stderr
+    (call,) = log.read_text().splitlines()
+    assert call.startswith("none 0 ") and call.endswith(" --empty-image")
+    assert "--output-dir runs/v1_5/llava-v1.5-7b/pope/no_image-0 " in call
+    finished = _script("v1_5/pope.sh", "no_image", "5", environment=environment)
+    message, usage = _lines(finished.stderr)
+    assert finished.returncode == 2 and message.endswith("METHOD no_image is the 0-token row; its KEEP is 0, not 5")
+
+
+@pytest.mark.parametrize("method", ["sparsevlm", "fitprune"])
+def test_the_scripts_rows_of_methods_being_added_are_registered(method):
+    import llava_patch
+
+    if method not in llava_patch.methods():
+        pytest.skip(f"{method} is not registered yet")
+    info = llava_patch.method_info(method)
+    assert info.takes_budget and info.stage == "llm"

@@ -12,21 +12,22 @@ from llava_patch.eval.benchmarks import get_benchmark
 from llava_patch.models import toy
 from llava_patch.paper.figures import retention_figure, write_figures
 from llava_patch.paper.published import load_published
-from llava_patch.paper.tables import (MISSING, build_tables, render_markdown, reproduced_results, tables_with_runs,
-                                      write_tables)
+from llava_patch.paper.tables import (MISSING, UNAVAILABLE, build_tables, render_latex, render_markdown,
+                                      reproduced_results, runnable_methods, tables_with_runs, write_tables)
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 
 
 def _fake_run(root: Path, name: str, model: str, paper_model: str | None, method: str, benchmark: str, tokens: float,
-              headline: float) -> None:
+              headline: float, **manifest) -> None:
     run = root / name
     run.mkdir(parents=True)
+    measured = {"min": tokens, "mean": tokens, "max": tokens} if tokens else None
     (run / "manifest.json").write_text(json.dumps({
         "model": model, "paper_model": paper_model, "method": method, "benchmark": benchmark,
         "requested_budget": {"keep": None, "reduction_ratio": None},
-        "measured_visual_tokens": {"min": tokens, "mean": tokens, "max": tokens}}))
+        "measured_visual_tokens": measured, **manifest}))
     # what the scorers write: every metric, the record's headline one among them
     metric = get_benchmark(benchmark).headline
     (run / "metrics.json").write_text(json.dumps({"headline": headline, metric: headline, "n_answered": 10}))
@@ -43,8 +44,11 @@ def runs(tmp_path):
     return root
 
 
+EVERY_METHOD = {row["method"] for row in load_published()}  # as if every published row could run here
+
+
 def test_the_rendered_table_matches_its_golden_file(runs):
-    tables = build_tables(load_published(), reproduced_results(runs))
+    tables = build_tables(load_published(), reproduced_results(runs), runnable=EVERY_METHOD)
     text = render_markdown("fastervlm", "llava-1.5-7b", tables[("fastervlm", "llava-1.5-7b")])
     assert text == (GOLDEN / "fastervlm_llava-1.5-7b_with_runs.md").read_text(encoding="utf-8")
     assert "85.87 / 85.90 (+0.03) |" in text and "67.24 / 60.00 (-7.24) ⚠" in text and "69.56 / 69.60 (+0.04)" in text
@@ -74,6 +78,11 @@ def test_published_columns_are_benchmark_records_and_keep_each_papers_title(tmp_
 
 
 def test_committed_tables_are_the_published_ones_rendered_now(tmp_path):
+    import llava_patch
+
+    missing = {"sparsevlm", "fitprune"} - set(llava_patch.methods())
+    if missing:  # the committed tables show their rows as runnable
+        pytest.skip(f"{', '.join(sorted(missing))} not registered yet")
     written = write_tables(tmp_path)
     assert len(written) == 10  # 5 tables × (.md, .tex)
     for path in written:
@@ -188,3 +197,48 @@ def test_the_notebooks_show_a_sweep_only_where_it_has_run(tmp_path):
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c63f8cfc0f01f0005"
                     "0001ff5d1a3a0a0000000049454e44ae426082")  # a 1×1 pixel
+
+
+def test_runs_land_in_the_rows_their_authors_code_filled(tmp_path):
+    """FastV run with int(576·(1−R)) = 57 tokens names the printed 58: it fills the 90% row; SparseVLM's
+    printed count is its layer-averaged budget; an --empty-image run (the image prompt, 0 visual tokens)
+    fills the 0-token row, a text-only --no-image run does not (its prompt differs)."""
+    root = tmp_path / "runs"
+    _fake_run(root, "fastv-57", "/c/llava-v1.5-7b", "llava-1.5-7b", "fastv", "pope", 57, 57.0, printed_tokens=58)
+    _fake_run(root, "fastv-28", "/c/llava-v1.5-7b", "llava-1.5-7b", "fastv", "gqa", 28, 46.0, printed_tokens=29)
+    _fake_run(root, "sparsevlm", "/c/llava-v1.5-7b", "llava-1.5-7b", "sparsevlm", "pope", 40, 66.0, printed_tokens=58)
+    _fake_run(root, "empty", "/c/llava-v1.5-7b", "llava-1.5-7b", "none", "pope", 0, 47.0, empty_image=True)
+    _fake_run(root, "text", "/c/llava-v1.5-7b", "llava-1.5-7b", "none", "gqa", 0, 37.0, no_image=True)
+    _fake_run(root, "unknown", "/c/llava-v1.5-7b", "llava-1.5-7b", "not_a_method", "gqa", 10, 1.0)  # tolerated
+    results = {Path(result["run"]).name: (result["method"], result["tokens"]) for result in reproduced_results(root)}
+    assert results == {"fastv-57": ("fastv", 58), "fastv-28": ("fastv", 29), "sparsevlm": ("sparsevlm", 58),
+                       "empty": ("no_image", 0), "text": ("none", 0), "unknown": ("not_a_method", 10)}
+    table = tables_with_runs(root)[("fastervlm", "llava-1.5-7b")]
+    reproduced = {(key[:2], benchmark): cell.reproduced for (key, benchmark, _), cell in table["cells"].items()
+                  if cell.reproduced is not None}
+    assert reproduced == {(("fastv", 58), "pope"): 57.0, (("fastv", 29), "gqa"): 46.0,
+                          (("sparsevlm", 58), "pope"): 66.0, (("no_image", 0), "pope"): 47.0}
+
+
+def test_rows_of_methods_not_registered_here_are_marked(tmp_path):
+    table = build_tables(load_published(), [], runnable=EVERY_METHOD - {"fitprune"})[("fastervlm", "llava-1.5-7b")]
+    text = render_markdown("fastervlm", "llava-1.5-7b", table)
+    assert f"{UNAVAILABLE}: not runnable here (fitprune: no such method registered)" in text
+    fitprune = [line for line in text.splitlines() if line.startswith("| fitprune |")]
+    assert len(fitprune) == 5 and all(UNAVAILABLE in line and MISSING not in line for line in fitprune)
+    assert all(MISSING in line for line in text.splitlines() if line.startswith("| sparsevlm |"))
+    assert r"$\times$" in render_latex("fastervlm", "llava-1.5-7b", table)
+    assert UNAVAILABLE not in render_markdown("fastervlm", "llava-1.5-7b",
+                                              build_tables(load_published(), [], EVERY_METHOD)[("fastervlm", "llava-1.5-7b")])
+
+
+@pytest.mark.parametrize("method", ["sparsevlm", "fitprune", "no_image"])
+def test_the_new_rows_count_as_runnable_once_their_method_exists(method):
+    import llava_patch
+
+    if method != "no_image" and method not in llava_patch.methods():
+        pytest.skip(f"{method} is not registered yet")
+    assert method in runnable_methods()
+    tables = build_tables(load_published(), [])
+    flags = [runnable for table in tables.values() for key, runnable in table["runnable"].items() if key[0] == method]
+    assert flags and all(flags)
