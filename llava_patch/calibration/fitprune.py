@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -421,10 +420,22 @@ def generate_recipe(model: str, data: str | Path, image_folder: str | Path, redu
         versions={**versions(), "llava_patch_commit": git_commit()},
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         device=device_name() if str(next(llm.parameters()).device).startswith("cuda") else "cpu",
-        command=command or shlex.join(["llava-patch", *sys.argv[1:]]),
+        command=command or _command(model, backend, data, image_folder, reduction_ratio, output, limit, device, tolerance),
     )
     recipe.save(output)
     return recipe
+
+
+def _command(model, backend, data, image_folder, reduction_ratio, output, limit, device, tolerance) -> str:
+    """The `llava-patch fitprune-recipe` command line that fits this recipe."""
+    words = ["llava-patch", "fitprune-recipe", "--model", str(model), "--backend", backend, "--data", str(data),
+             "--image-folder", str(image_folder), "--reduction-ratio", f"{reduction_ratio:g}", "--output", str(output)]
+    for option, value in (("--limit", limit), ("--device", device)):
+        if value is not None:
+            words += [option, str(value)]
+    if tolerance != DEFAULT_TOLERANCE:
+        words += ["--tolerance", f"{tolerance:g}"]
+    return shlex.join(words)
 
 
 def _layer_means(values: list[list[float]]) -> list[float]:
