@@ -19,10 +19,11 @@ File format (`FORMAT`, version 1), one JSON object:
     layer_mean_visual_tokens_after_deletion   the same for the tokens leaving each layer (o_proj/MLP)
     flops_reduction_forecast            1 − FLOPs(recipe)/FLOPs(N tokens), by FitPrune's formula
     model                               {name, source, backend, layers, hidden_size, intermediate_size,
-                                         visual_tokens, fingerprint}
-    calibration                         {file, sha256, samples, question_ids, image_folder, limit,
-                                         image_start} or null (unknown: the published recipes)
-    fitting                             {alpha, reached, tolerance, steps: [...], algorithm, ...} or null
+                                         visual_tokens, fingerprint, dtype}
+    calibration                         {file, file_resolved, sha256, samples, question_ids, image_folder,
+                                         limit, image_start, prompt} or null (unknown: the published recipes)
+    fitting                             {alpha, reached, tolerance, algorithm, trials: [...],
+                                         weight_sums_mean} or null
     source                              where a transcribed recipe comes from, or null
     versions, date, device, command     provenance (null where unknown)
 """
