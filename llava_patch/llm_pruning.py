@@ -35,7 +35,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import repeat_kv, rotate_half
 
-from .base import LanguageModelMethod
+from .methods.base import LanguageModelMethod
 
 TEXT = -1  # `Sequence.visual_index` of a text token
 INSERTED = -2  # ... of a token a method inserted (a merged one)

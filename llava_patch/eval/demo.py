@@ -132,11 +132,15 @@ def _run(vlm: VLM, asked: DemoInput, max_new_tokens: int, device: str) -> list[d
             _synchronize(device)
             row = {"method": method, "reduction_ratio": budget.get("reduction_ratio", 0.0 if not budget else None),
                    "keep": budget.get("keep"), "visual_tokens_to_llm": handle.last_visual_tokens[0],
+                   # LLM-stage methods: the mean over decoder layers, the count their tables print
+                   "layer_mean_visual_tokens": (handle.last_equivalent_visual_tokens or [None])[0],
                    "seconds": round(time.perf_counter() - start, 4), "answer": answer,
                    "expected_answer": asked.expected}
         rows.append(row)
         setting = f"keep={row['keep']}" if row["keep"] else f"R={row['reduction_ratio']}"
-        print(f"{method:13s} {setting:9s} tokens={row['visual_tokens_to_llm']:4d} "
+        layer_mean = row["layer_mean_visual_tokens"]
+        print(f"{method:13s} {setting:9s} tokens={row['visual_tokens_to_llm']:4d}"
+              f"{f' (layer mean {layer_mean:.1f})' if layer_mean is not None else ''} "
               f"time={row['seconds']:.3f}s  {row['answer']!r}{_verdict(answer, asked.expected)}")
     return rows
 

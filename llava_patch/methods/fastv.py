@@ -1,7 +1,7 @@
 """FastV (Chen et al., 2024), as FasterVLM's tables run it: prune visual tokens inside the LLM, once, at prefill.
 
 Every patch reaches the projector; the language model drops visual tokens from decoder layer K on
-(option `layer`, default 2), run by the shared decoder loop (`llm_pruning.PruningForward`):
+(option `layer`, default 2), run by the shared decoder loop (`llava_patch.llm_pruning.PruningForward`):
 
 - Prefill: layers < K run on the full sequence. The last prompt token's attention row in layer K−1 —
   softmax(q_last·Kᵀ/√d), mean over heads, from that layer's own q/k projections with RoPE applied,
@@ -24,7 +24,7 @@ from torch import nn
 
 from ..budget import keep_for_ratio
 from ..registry import register_method
-from .llm_pruning import PruningMethod, PruningPoint, RowDecision
+from ..llm_pruning import PruningMethod, PruningPoint, RowDecision
 
 
 @register_method("fastv")

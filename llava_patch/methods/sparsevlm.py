@@ -9,7 +9,9 @@ since 91fb6d9, 2024-10-05), `llava/model/language_model/modelling_sparse_llama.p
 1. Raters (once, from the input embeddings): with V the visual and T the text embeddings after the
    image, softmax over text of V·Tᵀ, mean over visual tokens → one value per text token; the text
    tokens above the mean are the raters.
-2. After each pruning layer l (`layers`, default 2, 6, 15, 19 of LLaVA's 32): R = that layer's
+2. After each pruning layer l (`layers`; default 2, 6, 15, 19, the authors' for LLaVA-1.5-7B and, as
+   their code fixes them, for 13B's 40 layers too; an LLM of 20 layers or fewer gets the same
+   fractions of 32 layers, e.g. 0, 1, 2 of 4): R = that layer's
    attention (mean over heads) from the raters to the current visual tokens, (raters × visual). With
    r = rank(R) (`torch.linalg.matrix_rank`) and V visual tokens: if r < V, keep the top
    min(int(r·scale + bias), V − 1) visual tokens by R's mean over raters (in order), else keep all.
@@ -43,8 +45,9 @@ import torch
 
 from ..budget import keep_for_ratio
 from ..registry import register_method
-from .llm_pruning import PruningMethod, PruningPoint, RowDecision, Sequence
+from ..llm_pruning import PruningMethod, PruningPoint, RowDecision, Sequence
 
+AUTHORS_LAYERS = (2, 6, 15, 19)  # `LlamaDynamicvitModel.__init__(pruning_loc=...)`, for any depth
 PUBLISHED_SETTINGS = {192: (13.5, 0.0), 128: (9.0, 6.0), 64: (0.8, 0.0)}  # LLaVA-1.5-7B, keep → (scale, bias)
 RECYCLED_FRACTION = 0.3  # of the dropped tokens, the best-rated 30 % (+1) are clustered
 TOKENS_PER_CLUSTER = 10
@@ -54,19 +57,26 @@ TOKENS_PER_CLUSTER = 10
 class SparseVLM(PruningMethod):
     positions = "renumbered"
     variable_count = True
+    budgets = tuple(PUBLISHED_SETTINGS)  # without scale and bias; with them, keep is the nominal target
 
-    def __init__(self, layers: tuple[int, ...] = (2, 6, 15, 19), scale: float | None = None,
+    def __init__(self, layers: tuple[int, ...] | None = None, scale: float | None = None,
                  bias: float | None = None, seed: int = 0) -> None:
         super().__init__()
-        layers = tuple(layers)
-        if not layers or any(isinstance(l, bool) or not isinstance(l, int) for l in layers) or list(layers) != sorted(set(layers)):
-            raise ValueError(f"sparsevlm: layers must be ascending distinct decoder layer indices, got {layers!r}")
+        if layers is not None:
+            layers = tuple(layers)
+            if not layers or any(isinstance(l, bool) or not isinstance(l, int) for l in layers) or list(layers) != sorted(set(layers)):
+                    raise ValueError(f"sparsevlm: layers must be ascending distinct decoder layer indices, got {layers!r}")
         if (scale is None) != (bias is None):
             raise ValueError("sparsevlm: give both scale and bias, or neither (then keep picks a published setting)")
         self.layers, self.scale, self.bias, self.seed = layers, scale, bias, seed
 
     def pruning_layers(self, num_layers: int) -> list[int]:
-        return list(self.layers)
+        if self.layers is not None:
+            return list(self.layers)
+        if num_layers > AUTHORS_LAYERS[-1] + 1:  # the authors use these on every LLaVA (32 and 40 layers)
+            return list(AUTHORS_LAYERS)
+        # a shallower LLM (the toy's, the tests'): the same fractions of a 32-layer LLM
+        return sorted({min(round(layer * num_layers / 32), num_layers - 2) for layer in AUTHORS_LAYERS})
 
     def check_llm_budget(self, keep: int | None, reduction_ratio: float | None) -> None:
         if self.scale is None and keep not in PUBLISHED_SETTINGS:

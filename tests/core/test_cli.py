@@ -46,8 +46,10 @@ def test_methods_lists_what_each_method_declares(capsys):
 
 def test_method_info_reads_the_registry():
     info = {name: llava_patch.method_info(name) for name in llava_patch.methods()}
-    assert [n for n, i in info.items() if i.stage == "llm"] == ["fastv"]
+    assert [n for n, i in info.items() if i.stage == "llm"] == ["fastv", "sparsevlm"]
     assert [n for n, i in info.items() if not i.takes_budget] == ["none"]
-    assert [n for n, i in info.items() if i.variable_count] == ["prumerge_plus"] == [n for n, i in info.items() if i.budgets]
+    assert [n for n, i in info.items() if i.variable_count] == ["prumerge_plus", "sparsevlm"]
+    assert [n for n, i in info.items() if i.budgets] == ["prumerge_plus", "sparsevlm"] and info["sparsevlm"].budgets == (192, 128, 64)
+    assert info["sparsevlm"].options == {"layers": None, "scale": None, "bias": None, "seed": 0}
     assert info["vtc_cls"].options == {"layers": 3, "ensemble": "sum"} and info["fastv"].options == {"layer": 2}
     assert not info["prumerge_plus"].takes_reduction_ratio and info["fastervlm"].takes_reduction_ratio

@@ -214,8 +214,10 @@ def test_budgets_settings_and_layers_are_checked(tiny_llava):
     with pytest.raises(ValueError, match="pruning after decoder layer 3 needs a layer after it"):
         llava_patch.apply(model, "sparsevlm", keep=20, layers=(1, 3), scale=1.0, bias=0.0)
     assert "forward" not in vars(model.model.language_model) and "forward" not in vars(model)
-    handle = llava_patch.apply(model, "sparsevlm", keep=128, layers=(1,))
+    handle = llava_patch.apply(model, "sparsevlm", keep=128)
     assert handle.method_object.settings() == (9.0, 6.0)  # the authors' README: 128 tokens ↔ scale 9, bias 6
+    # the authors' layers on LLMs deeper than 20 layers; the same fractions of 32 on shallower ones
+    assert [handle.method_object.pruning_layers(n) for n in (40, 30, 16, 4)] == [[2, 6, 15, 19]] * 2 + [[1, 3, 8, 10], [0, 1, 2]]
 
 
 def test_the_original_backend_prunes_the_same_tokens(tiny_original):
