@@ -45,7 +45,7 @@ def register_encoder(cls: T) -> T:
 
 
 def _method_classes() -> dict[str, type]:
-    from .methods import fastervlm, fastv, grid, none, prumerge_plus, random, sparsevlm, vtc_cls  # noqa: F401  (they register)
+    from .methods import fastervlm, fastv, fitprune, grid, none, prumerge_plus, random, sparsevlm, vtc_cls  # noqa: F401  (they register)
 
     return _METHODS
 

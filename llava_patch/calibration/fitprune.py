@@ -43,7 +43,7 @@ from transformers.models.llama.modeling_llama import repeat_kv, rotate_half
 
 from ..eval.provenance import device_name, git_commit, paper_model, sha256, versions, weights_fingerprint
 from ..registry import find_adapter
-from .recipe import Recipe, attention_flops, full_layer_flops, output_flops
+from ..fitprune_recipe import Recipe, attention_flops, full_layer_flops, output_flops
 
 ALGORITHM = ("ywh187/FitPrune@d28e418c920912b20dc888325651ecc6e214e6a1 "
              "LLaVA_1.5/llava/eval/statistical_analysis.py (re-implemented; see docs/fitprune.md)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llava_patch.calibration import Recipe, RecipeError, load_recipe, published_ratios, published_recipe
-from llava_patch.calibration.recipe import recipe_from_dict
+from llava_patch.fitprune_recipe import recipe_from_dict
 
 MIRROR = Path("/work/.mirror/ywh187+FitPrune/repo")  # a fetched bare copy of ywh187/FitPrune, where present
 AUTHORS_FILE = "LLaVA_1.5/llava/model/language_model/modeling_llama.py"

@@ -46,7 +46,7 @@ def test_methods_lists_what_each_method_declares(capsys):
 
 def test_method_info_reads_the_registry():
     info = {name: llava_patch.method_info(name) for name in llava_patch.methods()}
-    assert [n for n, i in info.items() if i.stage == "llm"] == ["fastv", "sparsevlm"]
+    assert [n for n, i in info.items() if i.stage == "llm"] == ["fastv", "fitprune", "sparsevlm"]
     assert [n for n, i in info.items() if not i.takes_budget] == ["none"]
     assert [n for n, i in info.items() if i.variable_count] == ["prumerge_plus", "sparsevlm"]
     assert [n for n, i in info.items() if i.budgets] == ["prumerge_plus", "sparsevlm"] and info["sparsevlm"].budgets == (192, 128, 64)

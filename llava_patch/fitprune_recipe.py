@@ -6,7 +6,7 @@ visual tokens are deleted after the attention of decoder layer `l` (they take pa
 attention, as queries and keys, and leave before its output projection and MLP). An image of N visual
 tokens therefore reaches layer `l`'s attention with `N − sum(delete[:l])` of them (`schedule`).
 
-This module imports nothing from the rest of the package: the pruning method may read recipes too.
+The pruning method (`llava_patch.methods.fitprune`) and the fitting (`llava_patch.calibration.fitprune`) both read it.
 
 File format (`FORMAT`, version 1), one JSON object:
 
