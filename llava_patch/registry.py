@@ -64,6 +64,7 @@ class MethodInfo:
     takes_budget: bool  # False: keeps everything, takes neither keep nor reduction_ratio
     variable_count: bool  # the visual-token count differs per image
     budgets: tuple[int, ...] | None  # the only keep values it defines (None: any keep or reduction ratio)
+    needs_recipe: bool  # a budget needs a recipe fitted to the model (FitPrune); sweeps and the demo skip it
     options: dict[str, Any]  # its own options and their defaults
     description: str  # first line of its docstring
 
@@ -80,7 +81,7 @@ def method_info(name: str) -> MethodInfo:
     cls = classes[name]
     doc = (cls.__doc__ or inspect.getmodule(cls).__doc__ or "").strip()
     return MethodInfo(name=name, stage=cls.stage, takes_budget=cls.takes_budget, variable_count=cls.variable_count,
-                      budgets=cls.budgets, options={p.name: p.default for p in _parameters(cls)},
+                      budgets=cls.budgets, needs_recipe=cls.needs_recipe, options={p.name: p.default for p in _parameters(cls)},
                       description=doc.splitlines()[0] if doc else "")
 
 

@@ -52,10 +52,13 @@ class DemoInput:
 
 def demo_settings(num_patches: int, variable_counts: bool = True) -> list[tuple[str, dict]]:
     """The unpruned model, then every method: at each of RATIOS, or at each of its own budgets below
-    `num_patches` (PruMerge+'s 64/128/256 on a 576-patch tower) where the model takes per-image counts."""
+    `num_patches` (PruMerge+'s 64/128/256 on a 576-patch tower) where the model takes per-image counts.
+    Methods whose budgets need a recipe fitted to the model (FitPrune) are not run."""
     settings: list[tuple[str, dict]] = [("none", {})]
     for name in methods():
         info = method_info(name)
+        if info.needs_recipe:
+            continue
         if info.takes_reduction_ratio:
             settings += [(name, {"reduction_ratio": ratio}) for ratio in RATIOS]
         elif info.budgets and (variable_counts or not info.variable_count):

@@ -28,10 +28,11 @@ NO_IMAGE = "no image"  # the row of questions asked without their image
 
 
 def default_methods() -> list[str]:
-    """The unpruned method(s), then every registered method that takes a reduction ratio."""
+    """The unpruned method(s), then every registered method that takes a reduction ratio (and no recipe
+    fitted to the model: FitPrune's rows come from the reproduce scripts, with recipes)."""
     infos = [method_info(name) for name in registered_methods()]
     return [info.name for info in sorted(infos, key=lambda info: (info.takes_budget, info.name))
-            if not info.takes_budget or info.takes_reduction_ratio]
+            if not info.takes_budget or info.takes_reduction_ratio and not info.needs_recipe]
 
 
 def reproduce(model: str | None = None, data_root: str | Path | None = None,

@@ -38,6 +38,7 @@ class Method:
     takes_budget: bool = True  # False for `none`: keeps every token, accepts neither keep nor reduction_ratio
     variable_count: bool = False  # True when the token count differs per image (`prumerge_plus`)
     budgets: tuple[int, ...] | None = None  # the only `keep` values the method defines (None: any)
+    needs_recipe: bool = False  # True: a budget needs a recipe fitted to the model (FitPrune's `recipe` option)
 
     def __init__(self) -> None:
         """Subclasses take their options as keyword arguments; these are what `apply(**options)` accepts."""

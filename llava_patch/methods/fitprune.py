@@ -40,6 +40,8 @@ from ..registry import register_method
 
 @register_method("fitprune")
 class FitPrune(PruningMethod):
+    needs_recipe = True
+
     def __init__(self, recipe: str | None = None) -> None:
         super().__init__()
         self.recipe_path = recipe

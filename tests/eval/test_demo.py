@@ -60,7 +60,7 @@ def test_the_default_demo_runs_the_toy_llava_and_answers_the_easy_vqa_question(t
     output = tmp_path / "rows.jsonl"
     assert cli.main(["demo", "--output", str(output)]) == 0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
-    assert {r["method"] for r in rows} == set(methods())
+    assert {r["method"] for r in rows} == set(methods()) - {"fitprune"}  # needs a recipe fitted to the model
     for row in rows:
         if row["reduction_ratio"] is not None:  # the unpruned 256 patches, or round(256·(1−R))
             assert row["visual_tokens_to_llm"] == round(256 * (1 - row["reduction_ratio"])), row
