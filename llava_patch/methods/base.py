@@ -107,3 +107,8 @@ class LanguageModelMethod(Method):
     def tokens_kept(self, visual_tokens: int) -> int:
         """Visual tokens one sample with `visual_tokens` of them keeps."""
         raise NotImplementedError
+
+    def layer_schedule(self, visual_tokens: int, num_layers: int) -> list[int] | None:
+        """Visual tokens each decoder layer processes for a sample with `visual_tokens` of them, when
+        that does not depend on the sample (None: it does, e.g. SparseVLM; measure it instead)."""
+        return None

@@ -50,6 +50,9 @@ class FastV(PruningMethod):
             raise ValueError(f"fastv keep={self.keep} exceeds the {visual_tokens} image tokens of a sample")
         return self.keep
 
+    def layer_schedule(self, visual_tokens: int, num_layers: int) -> list[int]:
+        return [visual_tokens] * self.layer + [self.tokens_kept(visual_tokens)] * (num_layers - self.layer)
+
     def prune(self, point: PruningPoint) -> list[RowDecision]:
         sequence, decisions = point.sequence, []
         for row in range(sequence.hidden.shape[0]):

@@ -78,6 +78,15 @@ class FitPrune(PruningMethod):
     def tokens_kept(self, visual_tokens: int) -> int:
         return max(0, visual_tokens - sum(self.recipe.delete[: len(self.recipe.delete) - 1]))
 
+    def layer_schedule(self, visual_tokens: int, num_layers: int) -> list[int]:
+        """Each layer's input; the layer runs whole on it (its deletions leave after it)."""
+        counts, left = [], visual_tokens
+        for layer in range(num_layers):
+            counts.append(left)
+            if layer in self.pruning_layers(num_layers):
+                left = max(0, left - self.recipe.delete[layer])
+        return counts
+
     def prune(self, point: PruningPoint) -> list[RowDecision]:
         sequence, count = point.sequence, self.recipe.delete[point.layer]
         decisions = []

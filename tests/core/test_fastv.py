@@ -65,6 +65,7 @@ def test_the_kv_cache_is_full_below_layer_k_and_pruned_from_it(tiny_llava):
         output = model(**inputs, use_cache=True)
     assert [layer.keys.shape[-2] for layer in output.past_key_values.layers] == [length, length, length - 48, length - 48]
     assert handle.last_visual_tokens == [16]
+    assert handle.last_layer_visual_tokens == [[64, 64, 16, 16]] == [handle.method_object.layer_schedule(64, 4)]
     assert handle.last_equivalent_visual_tokens == [(2 * 64 + 2 * 16) / 4]
 
 

@@ -120,7 +120,7 @@ def test_layers_cache_what_their_attention_saw_and_counts_follow_the_recipe(tiny
     with torch.no_grad():
         output = model(**inputs, use_cache=True)
     assert [layer.keys.shape[-2] for layer in output.past_key_values.layers] == [length, length - 9, length - 9, length - 21]
-    assert handle.last_layer_visual_tokens == [[64, 55, 55, 43]]
+    assert handle.last_layer_visual_tokens == [[64, 55, 55, 43]] == [handle.method_object.layer_schedule(64, 4)]
     assert handle.last_visual_tokens == [43]  # the last layer's deletion changes nothing, so it is not made
     assert handle.last_equivalent_visual_tokens == [(64 + 55 + 55 + 43) / 4]
 
