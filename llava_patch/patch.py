@@ -199,7 +199,8 @@ def apply(
     else:
         keep = resolve_keep(keep, reduction_ratio, adapter.num_patches)
         chosen.check_budget(keep, adapter.num_patches)
-    if chosen.variable_count and not adapter.accepts_variable_counts:
+    # a count that varies inside the LLM (SparseVLM) leaves the placeholders as they are: any family takes it
+    if chosen.variable_count and chosen.stage == "vision" and not adapter.accepts_variable_counts:
         raise ValueError(f"method {method!r} gives each image its own token count; it is defined for single-crop "
                          f"LLaVA-1.5 models, not {type(model).__name__} with this configuration")
     recorder = Recorder()

@@ -36,7 +36,7 @@ class Method:
     name: str = ""  # set by @register_method
     stage: str = "vision"  # "vision": selects patches before the projector; "llm": prunes inside the LLM
     takes_budget: bool = True  # False for `none`: keeps every token, accepts neither keep nor reduction_ratio
-    variable_count: bool = False  # True when the token count differs per image (`prumerge_plus`)
+    variable_count: bool = False  # True when the token count differs per image (`prumerge_plus`; in the LLM `sparsevlm`)
     budgets: tuple[int, ...] | None = None  # the only `keep` values the method defines (None: any)
     needs_recipe: bool = False  # True: a budget needs a recipe fitted to the model (FitPrune's `recipe` option)
 
