@@ -10,18 +10,25 @@ Components: vision tower (per crop/frame, every layer, as the reference code run
 embedding), projector (on the tokens it projects), LLM prefill, LLM decode per new token (context
 growing), LM head (last prefill position and each new token). A method is costed by what the
 registry says it is (`llava_patch.method_info`): one that takes no budget keeps everything; a
-vision-stage method keeps `keep` patches per unit before the projector; an LLM-stage method (FastV)
-projects every patch and runs layers < K over all tokens, layers ≥ K over the kept ones. KV cache:
-2 (K, V) × layers × tokens × KV width × bytes per value.
+vision-stage method keeps `keep` patches per unit before the projector; an LLM-stage method projects
+every patch and runs each decoder layer l over the text and its own count of visual tokens s[l], its
+**layer schedule**: the method's own (`layer_schedule`: FastV K layers over all N then the kept ones;
+FitPrune its recipe, as executed here — a layer runs whole, its deletions leave after it) or one passed
+in (`schedule=`, e.g. SparseVLM's as measured, `handle.last_layer_visual_tokens`). FitPrune can also
+be counted as its authors count it (`counting="authors"`): layer l's attention (q, k, v, scores) over
+s[l] and its output projection and MLP over s[l] − delete[l]. KV cache: a layer caches what its
+attention saw; 2 (K, V) × Σ_l tokens[l] × KV width × bytes per value.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
 
 from ..budget import keep_for_ratio
-from ..registry import method_info
+from ..registry import create_method, method_info
 
 
 @dataclass(frozen=True)
@@ -34,12 +41,16 @@ class TransformerSpec:
     mlp_matrices: int  # 3 (SwiGLU) or 2 (CLIP)
 
     def layer_macs(self, queries: int, keys: int) -> int:
-        head_dim = self.hidden // self.heads
-        kv_width = self.kv_heads * head_dim
-        projections = queries * self.hidden * (2 * self.hidden + 2 * kv_width)
-        attention = 2 * queries * keys * self.hidden
-        mlp = self.mlp_matrices * queries * self.hidden * self.intermediate
-        return projections + attention + mlp
+        return self.attention_macs(queries, keys) + self.output_macs(queries)
+
+    def attention_macs(self, queries: int, keys: int) -> int:
+        """q, k, v projections and the scores and weighted sum: the part of a layer before o_proj."""
+        kv_width = self.kv_heads * (self.hidden // self.heads)
+        return queries * self.hidden * (self.hidden + 2 * kv_width) + 2 * queries * keys * self.hidden
+
+    def output_macs(self, queries: int) -> int:
+        """The output projection and the MLP."""
+        return queries * self.hidden * self.hidden + self.mlp_matrices * queries * self.hidden * self.intermediate
 
     def kv_bytes_per_token(self, bytes_per_value: int = 2) -> int:
         return 2 * self.layers * self.kv_heads * (self.hidden // self.heads) * bytes_per_value
@@ -91,47 +102,73 @@ def spec_from_config(config, name: str = "custom", units: int = 1) -> VLMSpec:
 
 def estimate(model: str | VLMSpec, method: str = "none", *, keep: int | None = None,
              reduction_ratio: float | None = None, text_tokens: int = 1, new_tokens: int = 0,
-             llm_layer: int | None = None, bytes_per_value: int = 2) -> dict:
+             llm_layer: int | None = None, bytes_per_value: int = 2, schedule: list[int] | None = None,
+             recipe: str | Path | None = None, counting: str = "executed") -> dict:
     """Cost of one sample with a registered method (unknown names raise ValueError listing the known
     ones). `keep` is per vision unit (crop/frame) for vision-stage methods and per sample for LLM-stage
-    ones; `reduction_ratio` is per unit for both (LLM stage: round(N·(1−R)) of the sample's N).
-    `llm_layer`: where an LLM-stage method prunes (default: the method's own `layer` option, FastV's K)."""
+    ones; `reduction_ratio` is per unit for both (LLM stage: round(N·(1−R)) of the sample's N; FitPrune:
+    its recipe's FLOPs-reduction target).
+
+    LLM-stage methods are costed layer by layer from their schedule s (visual tokens each decoder layer
+    processes; `layer_visual_tokens` in the result):
+    `schedule`: a measured one (one count per decoder layer, e.g. `handle.last_layer_visual_tokens[i]`);
+        then the budget is optional. Required for SparseVLM, whose counts depend on the sample.
+    otherwise the method's own (`layer_schedule`), with `llm_layer` (FastV's K; default the method's)
+        and `recipe` (FitPrune: a recipe file; default the authors' published LLaVA-1.5-7B recipe for
+        `reduction_ratio`, or for `keep` = round(576·(1−R))).
+    `counting`: "executed" (every layer runs whole on s[l], as this package runs it) or, for FitPrune,
+        "authors" (FitPrune's own count: layer l's o_proj and MLP over s[l] − delete[l]; the KV cache,
+        stored before the deletion, is the same)."""
     spec = _spec(model)
     info = method_info(method)
-    _check_budget(info, keep, reduction_ratio)
-    unpruned = spec.visual_tokens
     llm_stage = info.takes_budget and info.stage == "llm"
+    if not llm_stage and (schedule is not None or recipe is not None or llm_layer is not None):
+        raise ValueError(f"method {method!r} prunes no visual tokens inside the LLM: schedule, recipe and llm_layer "
+                         "are for LLM-stage methods")
+    if counting not in ("executed", "authors"):
+        raise ValueError(f"counting must be 'executed' or 'authors', got {counting!r}")
+    if counting == "authors" and "recipe" not in info.options:
+        raise ValueError(f"counting='authors' is FitPrune's own FLOPs count (deletions inside the layer); "
+                         f"{method!r} is counted as executed")
+    if llm_stage and recipe is not None and keep is None and reduction_ratio is None and schedule is None:
+        from ..fitprune_recipe import load_recipe
+
+        reduction_ratio = load_recipe(recipe).flops_reduction_target  # the recipe's own target
+    if llm_stage and schedule is not None:
+        if keep is not None and reduction_ratio is not None:
+            raise ValueError(f"method {method!r}: keep or reduction_ratio, not both")
+    else:
+        _check_budget(info, keep, reduction_ratio)
+    unpruned = spec.visual_tokens
+    llm = spec.llm
     if not info.takes_budget:
         kept = unpruned
-    elif llm_stage:
-        kept = keep if keep is not None else keep_for_ratio(reduction_ratio, unpruned)
-    else:
+    elif not llm_stage:
         kept = spec.units * (keep if keep is not None else keep_for_ratio(reduction_ratio, spec.patches))
     vision_tokens = spec.patches + 1  # the [CLS] token rides along in every layer
     vision = spec.units * (spec.vision.layers * spec.vision.layer_macs(vision_tokens, vision_tokens)
                            + spec.patches * 3 * spec.patch_size**2 * spec.vision.hidden)
+    if llm_stage:
+        seen, output = layer_schedules(spec, method, keep=keep, reduction_ratio=reduction_ratio, llm_layer=llm_layer,
+                                       recipe=recipe, counting=counting, schedule=schedule)
+        kept = output[-1]  # the visual tokens leaving the last decoder layer
+    else:
+        seen = output = [kept] * llm.layers
     projected = unpruned if llm_stage else kept  # an LLM-stage method projects every patch
     projector = projected * (spec.vision.hidden * spec.llm.hidden + spec.llm.hidden**2)
-    llm, full, pruned = spec.llm, text_tokens + unpruned, text_tokens + kept
-    if llm_stage:
-        layer = info.options.get("layer") if llm_layer is None else llm_layer
-        if layer is None:
-            raise ValueError(f"method {method!r} declares no `layer` option: pass llm_layer")
-        lower, upper = layer, llm.layers - layer
-        prefill = lower * llm.layer_macs(full, full) + upper * llm.layer_macs(pruned, pruned)
-        decode = sum(lower * llm.layer_macs(1, full + step) + upper * llm.layer_macs(1, pruned + step)
-                     for step in range(1, new_tokens + 1))
-        kv_tokens = (lower * full + upper * pruned) / llm.layers  # layer-averaged tokens held
-    else:
-        prefill = llm.layers * llm.layer_macs(pruned, pruned)
-        decode = sum(llm.layers * llm.layer_macs(1, pruned + step) for step in range(1, new_tokens + 1))
-        kv_tokens = pruned
+    prefill = sum(llm.attention_macs(text_tokens + s, text_tokens + s) + llm.output_macs(text_tokens + o)
+                  for s, o in zip(seen, output))
+    decode = sum(llm.layer_macs(1, text_tokens + s + step) for step in range(1, new_tokens + 1) for s in seen)
+    kv_tokens = sum(text_tokens + s for s in seen) / llm.layers  # layer-averaged tokens held (a layer caches what it saw)
     lm_head = (1 + new_tokens) * llm.hidden * spec.vocab
     macs = {"vision_tower": vision, "projector": projector, "llm_prefill": prefill, "llm_decode": decode, "lm_head": lm_head}
     macs["total"] = sum(macs.values())
     return {
         "model": spec.name, "method": method, "visual_tokens_kept": kept, "visual_tokens_unpruned": unpruned,
         "text_tokens": text_tokens, "new_tokens": new_tokens,
+        "layer_visual_tokens": list(seen), "layer_visual_tokens_after_deletion": list(output),
+        "layer_mean_visual_tokens": sum(seen) / len(seen),
+        "schedule": ("given" if schedule is not None else "method") if llm_stage else "every layer", "counting": counting,
         "macs": macs, "flops": {name: 2 * value for name, value in macs.items()},
         "kv_cache_bytes": math.ceil((kv_tokens + new_tokens) * llm.kv_bytes_per_token(bytes_per_value)),
         "kv_cache_visual_bytes": math.ceil((kv_tokens - text_tokens) * llm.kv_bytes_per_token(bytes_per_value)),
@@ -139,6 +176,49 @@ def estimate(model: str | VLMSpec, method: str = "none", *, keep: int | None = N
                  f"{bytes_per_value} bytes per value; decode = the sum over {new_tokens} new tokens",
         "spec": asdict(spec),
     }
+
+
+def layer_schedules(spec: VLMSpec, method: str, *, keep: int | None = None, reduction_ratio: float | None = None,
+                    llm_layer: int | None = None, recipe: str | Path | None = None, counting: str = "executed",
+                    schedule: list[int] | None = None) -> tuple[list[int], list[int]]:
+    """(visual tokens each decoder layer's attention sees, visual tokens its o_proj and MLP see) for an
+    LLM-stage method on one sample of `spec.visual_tokens`: `schedule` when given (checked: one
+    non-negative int per layer), else the method's own `layer_schedule` with its budget and options
+    checked as `apply` checks them. The two lists differ only for FitPrune with counting="authors"."""
+    info = method_info(method)
+    layers = spec.llm.layers
+    if schedule is not None:
+        schedule = list(schedule)
+        if len(schedule) != layers or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in schedule):
+            raise ValueError(f"schedule must give one non-negative int per decoder layer ({layers} for {spec.name}), "
+                             f"got {schedule!r}")
+        if counting == "authors":
+            raise ValueError("counting='authors' needs the recipe's deletions: pass recipe (or the budget), not schedule")
+        return schedule, schedule
+    if info.variable_count:
+        raise ValueError(f"method {method!r} prunes a sample-dependent number of visual tokens in each layer: pass "
+                         "schedule= (the counts measured on the sample, e.g. handle.last_layer_visual_tokens[i] "
+                         "after a call with the method applied)")
+    options = {}
+    if llm_layer is not None:
+        if "layer" not in info.options:
+            raise ValueError(f"method {method!r} has no `layer` option (llm_layer is FastV's K)")
+        options["layer"] = llm_layer
+    if recipe is not None:
+        if "recipe" not in info.options:
+            raise ValueError(f"method {method!r} takes no recipe")
+        options["recipe"] = str(recipe)
+    pruner = create_method(method, options)
+    pruner.keep, pruner.reduction_ratio = keep, reduction_ratio  # as `apply` attaches it
+    pruner.check_llm_budget(keep, reduction_ratio)
+    pruner.check_language_model(SimpleNamespace(layers=range(layers)))  # the depth is all it reads
+    seen = pruner.layer_schedule(spec.visual_tokens, layers)
+    if seen is None:
+        raise ValueError(f"method {method!r} states no fixed layer schedule: pass schedule= (measured, e.g. "
+                         "handle.last_layer_visual_tokens[i])")
+    if counting == "authors":
+        return pruner.recipe.schedule(spec.visual_tokens), pruner.recipe.schedule_after_deletion(spec.visual_tokens)
+    return list(seen), list(seen)
 
 
 def _spec(model: str | VLMSpec) -> VLMSpec:

@@ -75,7 +75,7 @@ def test_specs_come_from_configs(tiny_llava):
 
 
 def test_methods_are_costed_by_what_the_registry_says_and_unknown_ones_are_refused():
-    with pytest.raises(ValueError, match="unknown method 'fastvlm'; registered methods: fastervlm, fastv, grid, none"):
+    with pytest.raises(ValueError, match="unknown method 'fastvlm'; registered methods: fastervlm, fastv, fitprune, grid, none"):
         estimate("llava-1.5-7b", "fastvlm", reduction_ratio=0.95)
     with pytest.raises(ValueError, match="unknown model 'llava-2'; known: llava-1.5-7b"):
         estimate("llava-2", "none")
