@@ -80,20 +80,35 @@ class PruningPoint:
     attention: nn.Module  # the layer's self-attention module (head_dim, scaling, groups)
     state: dict = field(default_factory=dict)  # what the method's `begin` returned, for this prefill
 
-    def attention_rows(self, row: int, queries: torch.Tensor) -> torch.Tensor:
-        """(heads, R, L) float32 post-softmax attention of the given query positions of `row` over all
-        L positions of the row (causal, padding masked), as layer `layer` computed it."""
+    def attention_rows(self, row: int, queries: torch.Tensor, reduce: str | None = None,
+                       heads_per_chunk: int = 8) -> torch.Tensor:
+        """Post-softmax float32 attention of the given query positions of `row` over all L positions of
+        the row (causal, padding masked), as layer `layer` computed it: (heads, R, L), or with `reduce`
+        ("mean" or "max" over heads) (R, L), formed a few heads at a time so that R×L rows of every
+        head never coexist (FitPrune asks for nearly all rows of a 3 000-token NeXT prompt)."""
         attention, head_dim = self.attention, self.attention.head_dim
         q = self.queries[row, queries].view(len(queries), -1, head_dim).transpose(0, 1)  # (H, R, hd)
         q = q * self.cos[row, queries] + rotate_half(q) * self.sin[row, queries]
         k = self.keys[row].view(self.keys.shape[1], -1, head_dim).transpose(0, 1)  # (kv, L, hd)
         k = k * self.cos[row] + rotate_half(k) * self.sin[row]
         k = repeat_kv(k[None], attention.num_key_value_groups)[0]
-        logits = torch.matmul(q, k.transpose(-1, -2)) * attention.scaling
         length = k.shape[1]
         allowed = (torch.arange(length, device=q.device)[None] <= queries[:, None]) & self.sequence.padding[row].bool()[None]
-        logits = logits.masked_fill(~allowed[None], torch.finfo(logits.dtype).min)
-        return logits.softmax(dim=-1, dtype=torch.float32)
+
+        def probabilities(heads: slice) -> torch.Tensor:
+            logits = torch.matmul(q[heads], k[heads].transpose(-1, -2)) * attention.scaling
+            return logits.masked_fill(~allowed[None], torch.finfo(logits.dtype).min).softmax(dim=-1, dtype=torch.float32)
+
+        if reduce is None:
+            return probabilities(slice(None))
+        if reduce not in ("mean", "max"):
+            raise ValueError(f"reduce={reduce!r}: expected None, 'mean' or 'max'")
+        result = None
+        for start in range(0, q.shape[0], heads_per_chunk):
+            chunk = probabilities(slice(start, start + heads_per_chunk))
+            chunk = chunk.sum(dim=0) if reduce == "mean" else chunk.amax(dim=0)
+            result = chunk if result is None else (result + chunk if reduce == "mean" else torch.maximum(result, chunk))
+        return result / q.shape[0] if reduce == "mean" else result
 
 
 class PruningMethod(LanguageModelMethod):

@@ -98,7 +98,7 @@ class FitPrune(PruningMethod):
                 continue
             attended = sequence.row(row)
             after = attended[attended > visual[-1]]
-            attention = point.attention_rows(row, torch.cat([visual, after])).amax(dim=0)[:, visual]  # max over heads
+            attention = point.attention_rows(row, torch.cat([visual, after]), reduce="max")[:, visual]
             self_score = (attention[: len(visual)] / len(visual)).sum(dim=0)
             cross_score = attention[len(visual):].sum(dim=0)
             score = cross_score * self_score

@@ -68,3 +68,25 @@ def test_video_frames_are_ranked_jointly(tiny_video_dir, tmp_path):
         with torch.no_grad():
             model(**inputs)
         assert handle.last_layer_visual_tokens[0][0] == 512 > handle.last_visual_tokens[0]
+
+
+def test_attention_rows_reduced_a_few_heads_at_a_time_equal_the_full_maps():
+    from types import SimpleNamespace
+
+    from llava_patch.llm_pruning import PruningPoint, Sequence
+
+    torch.manual_seed(0)
+    heads, kv_heads, head_dim, length = 6, 2, 4, 9
+    attention = SimpleNamespace(head_dim=head_dim, scaling=head_dim ** -0.5, num_key_value_groups=heads // kv_heads)
+    padding = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1]])
+    sequence = Sequence(torch.zeros(1, length, 8), torch.arange(length)[None], padding,
+                        torch.full((1, length), -1), torch.arange(length)[None])
+    cos, sin = torch.randn(1, length, head_dim), torch.randn(1, length, head_dim)
+    point = PruningPoint(1, sequence, torch.randn(1, length, heads * head_dim), torch.randn(1, length, kv_heads * head_dim),
+                         cos, sin, attention)
+    queries = torch.tensor([3, 5, 8])
+    full = point.attention_rows(0, queries)
+    assert full.shape == (heads, 3, length) and torch.all(full[:, :, :2] == 0) and torch.all(full[:, 0, 4:] == 0)
+    torch.testing.assert_close(full.sum(dim=-1), torch.ones(heads, 3))
+    torch.testing.assert_close(point.attention_rows(0, queries, reduce="max", heads_per_chunk=4), full.amax(dim=0))
+    torch.testing.assert_close(point.attention_rows(0, queries, reduce="mean", heads_per_chunk=4), full.mean(dim=0))
