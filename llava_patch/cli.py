@@ -16,6 +16,7 @@ runner. Heavy modules are imported by the runners, so `--help` stays fast.
     llava-patch compare DIR_A DIR_B [--atol 0]                 # same model? (either layout; exit 1 if not)
     llava-patch train-toy [--output runs/toy-training]         # train the toy LLaVA's projector (CPU, ~37 min)
     llava-patch fitprune-recipe --model CKPT --data Q.jsonl --image-folder DIR --reduction-ratio 0.9 --output R.json
+    llava-patch sparsevlm-calibrate --model CKPT --data Q.jsonl --image-folder DIR --keep 432 --output S.json
 """
 
 from __future__ import annotations
@@ -316,6 +317,44 @@ def _fitprune_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+# sparsevlm-calibrate ------------------------------------------------------------------------------
+def _sparsevlm_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint directory or hub id (e.g. liuhaotian/llava-v1.5-7b)")
+    parser.add_argument("--backend", choices=("hf", "llava"), default="hf")
+    parser.add_argument("--data", required=True, help="calibration questions: LLaVA's question JSONL "
+                                                      "({question_id, image, text} per line)")
+    parser.add_argument("--image-folder", required=True, help="the folder the questions' image paths are relative to")
+    parser.add_argument("--keep", type=int, required=True,
+                        help="the target: mean layer-averaged visual tokens per sample (FasterVLM's \"# Token\", e.g. 432)")
+    parser.add_argument("--output", required=True, help="the settings JSON to write (a new file; never overwritten)")
+    parser.add_argument("--bias", type=float, default=0.0, help="SparseVLM's bias, held fixed while scale is searched (default 0)")
+    parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--device", help="default: cuda when available, else cpu")
+    parser.add_argument("--batch-size", type=int, default=8, help="questions per forward pass (default 8)")
+    parser.add_argument("--tolerance", type=float, default=0.005,
+                        help="stop when the mean is within this fraction of --keep (default 0.005)")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a further apply option, as for eval (e.g. --option mode=paper for LLaVA-NeXT's layout)")
+    parser.epilog = ("SparseVLM's scale for a layer-averaged token count (docs/sparsevlm.md); run it with "
+                     "--method sparsevlm --keep N --option settings=FILE.")
+
+
+def _sparsevlm_calibrate(args: argparse.Namespace) -> int:
+    from .calibration.sparsevlm import calibrate
+    from .eval.command import parse_options
+
+    settings = calibrate(args.model, args.data, args.image_folder, args.keep, args.output, backend=args.backend,
+                         bias=args.bias, limit=args.limit, device=args.device, batch_size=args.batch_size,
+                         tolerance=args.tolerance, options=parse_options(args.option))
+    print(f"wrote {args.output}: scale {settings['scale']:.4f}, bias {settings['bias']:g} → "
+          f"{settings['mean_layer_visual_tokens']:.2f} layer-averaged visual tokens (target {args.keep}; "
+          f"{settings['mean_final_visual_tokens']:.1f} after the last pruning layer), {len(settings['trials'])} trials")
+    if not settings["reached"]:
+        print(f"warning: no scale within the bracket resolution gives a mean within {args.tolerance:g} of the "
+              "target; the closest trial was written", file=sys.stderr)
+    return 0
+
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
     "demo": ("every method on one image: visual tokens, answer, time", _demo_arguments, _demo),
@@ -334,6 +373,8 @@ COMMANDS: dict[str, Command] = {
                   _train_toy),
     "fitprune-recipe": ("fit a FitPrune pruning recipe on calibration questions (GPU for real checkpoints)",
                         _fitprune_recipe_arguments, _fitprune_recipe),
+    "sparsevlm-calibrate": ("calibrate SparseVLM's scale to a layer-averaged token count (GPU for real checkpoints)",
+                            _sparsevlm_calibrate_arguments, _sparsevlm_calibrate),
 }
 
 

@@ -27,7 +27,12 @@ Budget: `scale` and `bias` are the authors' knobs; the resulting token count dep
 The count their code prints (and FasterVLM's "# Token" column reports for SparseVLM) is the mean
 over layers of the visual tokens *after* each layer's pruning (`equivalent_visual_tokens`). A `keep`
 without `scale` takes the authors' published LLaVA-1.5-7B setting for 192/128/64 tokens (their
-README at b72c5d6): 13.5/0, 9/6, 0.8/0.
+README at b72c5d6): 13.5/0, 9/6, 0.8/0. Other counts (FasterVLM's rows: 432/288/144/58, LLaVA-NeXT's
+2160/1440/720/290) need settings calibrated on the model: `settings=FILE`, written by `llava-patch
+sparsevlm-calibrate` (`llava_patch.calibration.sparsevlm`: the scale, bias fixed, at which the mean
+layer-averaged count over calibration questions meets `keep`), gives its scale and bias; `keep` must
+be the file's target, the LLM must have the file's layer count and `layers` must be the file's, and
+`settings` excludes `scale`/`bias`. `keep` stays nominal: the count reached depends on the sample.
 
 Differences from the authors' code, none of which changes a result: it runs at batch size 1 only
 and hard-codes one image per prompt, 576 visual tokens and the 664-token prompt; here each row of a
@@ -60,12 +65,26 @@ class SparseVLM(PruningMethod):
     budgets = tuple(PUBLISHED_SETTINGS)  # without scale and bias; with them, keep is the nominal target
 
     def __init__(self, layers: tuple[int, ...] | None = None, scale: float | None = None,
-                 bias: float | None = None, seed: int = 0) -> None:
+                 bias: float | None = None, seed: int = 0, settings: str | None = None) -> None:
         super().__init__()
         if layers is not None:
             layers = tuple(layers)
             if not layers or any(isinstance(l, bool) or not isinstance(l, int) for l in layers) or list(layers) != sorted(set(layers)):
                     raise ValueError(f"sparsevlm: layers must be ascending distinct decoder layer indices, got {layers!r}")
+        self.settings_path, self.calibrated = settings, None
+        if settings is not None:
+            if scale is not None or bias is not None:
+                raise ValueError(f"sparsevlm: settings={settings} gives scale and bias; pass settings or scale and "
+                                 "bias, not both")
+            from ..calibration.sparsevlm import load_sparsevlm_settings
+
+            self.calibrated = load_sparsevlm_settings(settings)
+            calibrated_layers = self.calibrated.layers_option
+            if (list(layers) if layers is not None else None) != calibrated_layers:
+                raise ValueError(f"sparsevlm: the settings {settings} were calibrated with layers="
+                                 f"{calibrated_layers if calibrated_layers is not None else 'default'}; got layers="
+                                 f"{list(layers) if layers is not None else 'default'}")
+            scale, bias = self.calibrated.scale, self.calibrated.bias
         if (scale is None) != (bias is None):
             raise ValueError("sparsevlm: give both scale and bias, or neither (then keep picks a published setting)")
         self.layers, self.scale, self.bias, self.seed = layers, scale, bias, seed
@@ -79,10 +98,27 @@ class SparseVLM(PruningMethod):
         return sorted({min(round(layer * num_layers / 32), num_layers - 2) for layer in AUTHORS_LAYERS})
 
     def check_llm_budget(self, keep: int | None, reduction_ratio: float | None) -> None:
+        if self.calibrated is not None:
+            target = self.calibrated.keep
+            if keep != target:
+                given = f"keep={keep}" if keep is not None else f"reduction_ratio={reduction_ratio}"
+                raise ValueError(f"sparsevlm: {given} but the settings {self.settings_path} were calibrated for "
+                                 f"keep={target} (layer-averaged visual tokens); pass keep={target} or calibrate "
+                                 f"settings for this budget with `llava-patch sparsevlm-calibrate`")
+            return
         if self.scale is None and keep not in PUBLISHED_SETTINGS:
             given = f"keep={keep}" if keep is not None else f"reduction_ratio={reduction_ratio}"
             raise ValueError(f"sparsevlm: {given} has no published scale/bias (the authors publish keep = "
-                             f"{', '.join(map(str, PUBLISHED_SETTINGS))} for LLaVA-1.5-7B); pass scale= and bias=")
+                             f"{', '.join(map(str, PUBLISHED_SETTINGS))} for LLaVA-1.5-7B); pass scale= and bias=, "
+                             "or settings=FILE from `llava-patch sparsevlm-calibrate`")
+
+    def check_language_model(self, language_model) -> None:
+        super().check_language_model(language_model)
+        expected = self.calibrated.model.get("layers") if self.calibrated is not None else None
+        if expected is not None and expected != len(language_model.layers):
+            raise ValueError(f"sparsevlm: the settings {self.settings_path} were calibrated on a language model of "
+                             f"{expected} layers ({self.calibrated.model.get('name') or self.calibrated.model.get('source')}); "
+                             f"this one has {len(language_model.layers)}")
 
     def settings(self) -> tuple[float, float]:
         return (self.scale, self.bias) if self.scale is not None else PUBLISHED_SETTINGS[self.keep]

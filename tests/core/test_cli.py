@@ -51,6 +51,6 @@ def test_method_info_reads_the_registry():
     assert [n for n, i in info.items() if i.variable_count] == ["prumerge_plus", "sparsevlm"]
     assert [n for n, i in info.items() if i.budgets] == ["prumerge_plus", "sparsevlm"] and info["sparsevlm"].budgets == (192, 128, 64)
     assert [n for n, i in info.items() if i.needs_recipe] == ["fitprune"] and info["fitprune"].options == {"recipe": None}
-    assert info["sparsevlm"].options == {"layers": None, "scale": None, "bias": None, "seed": 0}
+    assert info["sparsevlm"].options == {"layers": None, "scale": None, "bias": None, "seed": 0, "settings": None}
     assert info["vtc_cls"].options == {"layers": 3, "ensemble": "sum"} and info["fastv"].options == {"layer": 2}
     assert not info["prumerge_plus"].takes_reduction_ratio and info["fastervlm"].takes_reduction_ratio
