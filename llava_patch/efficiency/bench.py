@@ -3,7 +3,8 @@
 `llava-patch bench` (`run`) builds LLaVA architectures from configs with random weights (no
 download): the real LLaVA-1.5-7B on a GPU in fp16, a scaled-down one with the real token geometry
 (336 px, 576 patches) on CPU. For the unpruned model and FasterVLM, VTC-CLS and FastV at 75/90/95%
-pruning and several batch sizes it measures: the vision tower with selection (and the selection's
+pruning and several batch sizes — and the LLM-stage SparseVLM and FitPrune at the same ratios (their
+budgets set as `method_options` says) — it measures: the vision tower with selection (and the selection's
 overhead over the plain tower call LLaVA makes), prefill, time to first token, decode tokens/s, peak
 memory (GPU) and KV-cache bytes; and, on the full-size CLIP ViT-L/14-336 tower, what stopping at
 LLaVA's select layer saves (`tower_truncation`). The **reference approach** runs as the original
@@ -23,6 +24,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -36,8 +38,10 @@ from ..eval.easyvqa import training_questions
 from ..methods.fastervlm import FasterVLM
 from ..models.loading import load_model
 from ..models.media import read_image
+from ..fitprune_recipe import Recipe
+from ..registry import create_method
 from ..tower import encode_and_select
-from .cost import estimate, spec_from_config
+from .cost import TransformerSpec, estimate, spec_from_config
 
 CONFIGS = {
     "llava-1.5-7b": dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
@@ -49,8 +53,9 @@ CONFIGS = {
 }
 # The pruning methods timed beside the unpruned model (the registry's methods that take no budget): the
 # ones the papers' latency tables compare. The sanity baselines (random, grid) select as cheaply as
-# FasterVLM and cost the same in the language model.
-PRUNING_METHODS = ("fastervlm", "vtc_cls", "fastv")
+# FasterVLM and cost the same in the language model. SparseVLM and FitPrune need budgets fitted to the
+# benched model (`method_options`).
+PRUNING_METHODS = ("fastervlm", "vtc_cls", "fastv", "sparsevlm", "fitprune")
 RATIOS = (0.75, 0.9, 0.95)
 THROUGHPUT_METHOD, THROUGHPUT_RATIO = "fastervlm", 0.95
 IMAGE_SIZE, PATCH_SIZE = 336, 14
@@ -67,6 +72,85 @@ def measured_methods() -> list[str]:
     """The unpruned method(s) of the registry, then `PRUNING_METHODS`."""
     unpruned = [name for name in methods() if not method_info(name).takes_budget]
     return unpruned + [method_info(name).name for name in PRUNING_METHODS]
+
+
+def method_options(method: str, ratio: float, spec, directory: str | Path) -> dict:
+    """The options `bench` applies `method` with at reduction ratio `ratio` on a model of `spec` (beside
+    `reduction_ratio=ratio`), writing any file they need under `directory`:
+    fitprune: `recipe`, a stand-in recipe for this model (`fitprune_bench_recipe`: reaches the FLOPs
+        reduction `ratio` by FitPrune's own count; not fitted on data, not the authors');
+    sparsevlm: `scale` 0 and the `bias` whose predicted layer mean, as SparseVLM counts it, is nearest
+        round(N·(1 − ratio)) (`sparsevlm_bench_bias`; scale 0 makes the count independent of the
+        attention's rank, which random weights make meaningless); the measured count is reported;
+    the others: none."""
+    if method == "fitprune":
+        recipe = fitprune_bench_recipe(spec.llm, spec.visual_tokens, ratio, model_name=spec.name)
+        path = recipe.save(Path(directory) / f"fitprune-{spec.name}-{ratio:g}.json")
+        return {"recipe": str(path)}
+    if method == "sparsevlm":
+        return {"scale": 0.0, "bias": float(sparsevlm_bench_bias(spec.visual_tokens, spec.llm.layers, ratio))}
+    return {}
+
+
+def fitprune_bench_recipe(llm: TransformerSpec, visual_tokens: int, ratio: float, model_name: str = "custom") -> Recipe:
+    """A FitPrune recipe for a `llm`-shaped decoder reaching a FLOPs reduction of `ratio` by FitPrune's
+    own count (`Recipe.flops_reduction`), for the benchmark: geometric, front-loaded like the authors'
+    published LLaVA-1.5-7B recipes at high ratios: after layer l (< L − 1) max(1, round(N·q^(l+1)))
+    visual tokens are left, nothing is deleted after the last layer, and q is the largest (by bisection)
+    whose recipe reaches `ratio`. Where no q does (shallow decoders: layer 0 alone runs over all N),
+    it is the deepest (one token left after layer 0), with `fitting.reached` False. Its counts are not
+    fitted on data (a random-weight model has no meaningful attention statistics) and it is not the
+    authors' recipe."""
+    layers = llm.layers
+
+    def recipe(q: float) -> Recipe:
+        left = [visual_tokens] + [max(1, round(visual_tokens * q ** (layer + 1))) for layer in range(layers - 1)]
+        delete = [before - after for before, after in zip(left, left[1:])] + [0]
+        return Recipe(delete=delete, flops_reduction_target=ratio, visual_tokens=visual_tokens,
+                      model={"name": model_name, "layers": layers, "hidden_size": llm.hidden,
+                             "intermediate_size": llm.intermediate, "visual_tokens": visual_tokens})
+
+    low, high = 0.0, 1.0  # reduction(q) falls as q grows: find the largest q that still reaches the ratio
+    for _ in range(60):
+        middle = (low + high) / 2
+        if recipe(middle).flops_reduction() >= ratio:
+            low = middle
+        else:
+            high = middle
+    chosen = recipe(low)
+    chosen.fitting = {"algorithm": "llava_patch bench stand-in: geometric profile max(1, round(N·q^(l+1))) tokens "
+                                   "left after layer l, q bisected to reach the target by FitPrune's FLOPs count; "
+                                   "not fitted on data, not the authors' recipe",
+                      "q": low, "reached": chosen.flops_reduction() >= ratio}
+    return chosen
+
+
+def sparsevlm_bench_bias(visual_tokens: int, layers: int, ratio: float) -> int:
+    """The `bias` (with scale 0) whose predicted SparseVLM layer mean is nearest round(N·(1 − ratio)).
+    With scale 0 a pruning layer keeps min(bias, V − 1) of its V visual tokens, as long as the raters'
+    attention has rank below V (it has at most as many rows as raters), and inserts the merged clusters
+    of the recycled 30 % (`sparsevlm_predicted_schedule`)."""
+    target = round(visual_tokens * (1 - ratio))
+    method = create_method("sparsevlm", {})
+    return min(range(visual_tokens + 1), key=lambda bias: (abs(method.equivalent_visual_tokens(
+        sparsevlm_predicted_schedule(visual_tokens, layers, bias)) - target), bias))
+
+
+def sparsevlm_predicted_schedule(visual_tokens: int, layers: int, bias: int) -> list[int]:
+    """Visual tokens each decoder layer processes under SparseVLM with scale 0 and `bias`, when every
+    pruning layer prunes (rank below V): keeps min(bias, V − 1), then adds int((int(0.3·dropped) + 1)/10) + 1
+    merged tokens."""
+    from ..methods.sparsevlm import RECYCLED_FRACTION, TOKENS_PER_CLUSTER
+
+    pruning = create_method("sparsevlm", {}).pruning_layers(layers)
+    counts, left = [], visual_tokens
+    for layer in range(layers):
+        counts.append(left)
+        if layer in pruning and left > 1:
+            kept = max(0, min(bias, left - 1))
+            recycled = min(int((left - kept) * RECYCLED_FRACTION) + 1, left - kept)
+            left = kept + int(recycled / TOKENS_PER_CLUSTER) + 1
+    return counts
 
 
 def measured_settings(batch_sizes: list[int], ratios: tuple[float, ...] = RATIOS) -> list[tuple[int, str, float]]:
@@ -338,28 +422,58 @@ def run_benchmark(name: str, device: str, dtype: torch.dtype, batch_sizes: list[
 
 def _measure_setting(model, spec, method, ratio, batch, inputs, device, warmup, repeats, new_tokens, text_tokens) -> dict:
     budget = {"reduction_ratio": ratio} if method_info(method).takes_budget else {}
-    with apply(model, method, **budget) as handle:
+    with tempfile.TemporaryDirectory() as directory:
+        options = method_options(method, ratio, spec, directory) if budget else {}
+        recipe = _recipe_summary(options["recipe"]) if "recipe" in options else None
+        row = _measure_applied(model, spec, method, ratio, batch, inputs, device, warmup, repeats, new_tokens,
+                               text_tokens, {**budget, **options})
+    if recipe is not None:
+        options = {**options, "recipe": recipe}
+    return {**row, "options": options}
+
+
+def _recipe_summary(path: str) -> dict:
+    from ..fitprune_recipe import load_recipe
+
+    recipe = load_recipe(path)
+    return {"delete": recipe.delete, "flops_reduction_target": recipe.flops_reduction_target,
+            "flops_reduction_fitprune_count": recipe.flops_reduction(), **recipe.fitting}
+
+
+def _measure_applied(model, spec, method, ratio, batch, inputs, device, warmup, repeats, new_tokens, text_tokens,
+                     arguments) -> dict:
+    with apply(model, method, **arguments) as handle:
         prefill = statistics.median(measure(lambda: model(**inputs, use_cache=True), device, warmup, repeats))
         first = statistics.median(measure(lambda: model.generate(**inputs, max_new_tokens=1, min_new_tokens=1, do_sample=False),
                                           device, warmup, repeats))
         whole = statistics.median(measure(lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                                                  do_sample=False), device, warmup, repeats))
-        cache = model(**inputs, use_cache=True).past_key_values
-        kv_bytes = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
         peak = _peak_memory(device, lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                                            do_sample=False))
+        cache = model(**inputs, use_cache=True).past_key_values  # the last call: the handle describes this prefill
+        kv_bytes = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
         visual = handle.last_visual_tokens
+        layers = handle.last_layer_visual_tokens  # LLM-stage methods: per sample, each decoder layer's count
+        equivalent = handle.last_equivalent_visual_tokens
+    schedule = layers[0] if layers else None
     return {"method": method, "reduction_ratio": ratio, "batch": batch, "visual_tokens": visual[0],
+            "layer_visual_tokens": schedule, "equivalent_visual_tokens": equivalent[0] if equivalent else None,
             "prefill_s": prefill, "ttft_s": first, "generate_s": whole, "decode_tokens_per_s": batch * (new_tokens - 1) / max(whole - first, 1e-9),
             "kv_cache_bytes": kv_bytes, "peak_bytes": peak,
-            "model_prefill_macs": forward_macs(spec, method, ratio, text_tokens, visual[0])}
+            "model_prefill_macs": forward_macs(spec, method, ratio, text_tokens, visual[0], schedule)}
 
 
-def forward_macs(spec, method: str, ratio: float, text_tokens: int, visual_tokens: int) -> int:
+def forward_macs(spec, method: str, ratio: float, text_tokens: int, visual_tokens: int,
+                 schedule: list[int] | None = None) -> int:
     """MACs of one forward over the prompt as `model(**inputs)` runs it: the (unpruned) tower, the projector,
-    the LLM prefill, and the LM head over every position it returns logits for (text + kept visual)."""
-    macs = estimate(spec, method, reduction_ratio=ratio if method_info(method).takes_budget else None,
-                    text_tokens=text_tokens)["macs"]
+    the LLM prefill, and the LM head over every position it returns logits for (text + kept visual). An
+    LLM-stage method is costed on `schedule`, the visual tokens each decoder layer processed (measured:
+    `handle.last_layer_visual_tokens` of the first row) when given, else on its own schedule for `ratio`."""
+    if schedule is not None:
+        budget = {"schedule": schedule}
+    else:
+        budget = {"reduction_ratio": ratio} if method_info(method).takes_budget else {}
+    macs = estimate(spec, method, text_tokens=text_tokens, **budget)["macs"]
     lm_head = (text_tokens + visual_tokens) * spec.llm.hidden * spec.vocab
     return macs["vision_tower"] + macs["projector"] + macs["llm_prefill"] + lm_head
 
@@ -418,7 +532,12 @@ def _markdown(result: dict) -> str:
              f"{result['workload']}; {result['new_tokens']} new tokens. "
              "prefill = one forward over the prompt (vision tower included; all-position logits); TTFT = generate() of "
              "one token; generate = generate() of all the new tokens (their number forced); cost-model ratio = MACs "
-             "of the prefill forward unpruned / pruned."]
+             "of the prefill forward unpruned / pruned. visual tokens: those reaching the last decoder layer (first "
+             "row); layer mean: for LLM-stage methods the count their tables print (FastV, FitPrune: mean over layers "
+             "of the visual tokens each processed; SparseVLM: mean of those left after each layer), measured; the "
+             "cost model takes each LLM-stage row's measured per-layer counts. fitprune: a stand-in recipe reaching "
+             "the ratio as a FLOPs reduction by FitPrune's count (not the authors'); sparsevlm: scale 0 and a bias "
+             "aimed at the ratio's layer mean (see `options` in results.json)."]
     load = result.get("load_average")
     if load:
         lines += ["", f"System load average (1, 5, 15 min) on {load['cpus']} CPUs: {load['before']} before, "
@@ -444,12 +563,14 @@ def _markdown(result: dict) -> str:
         lines += ["", f"Saving from stopping: {truncation['saving_from_stopping']:.1%}; selection overhead over the "
                       f"plain tower call: {truncation['selection_overhead_vs_transformers_tower']:+.2%}."]
     lines += ["", "## Language model", "",
-              "| method | pruned | batch | visual tokens | prefill s | TTFT s | generate s | decode tok/s | KV MiB | "
-              "prefill speedup | generate speedup | cost-model ratio | achieved/predicted |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| method | pruned | batch | visual tokens | layer mean | prefill s | TTFT s | generate s | decode tok/s | "
+              "KV MiB | prefill speedup | generate speedup | cost-model ratio | achieved/predicted |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["settings"]:
         speedup, predicted = row["prefill_speedup"], row["cost_model_ratio"]
+        mean = row.get("equivalent_visual_tokens")
         lines.append(f"| {row['method']} | {row['reduction_ratio']:.0%} | {row['batch']} | {row['visual_tokens']} | "
+                     f"{row['visual_tokens'] if mean is None else f'{mean:.1f}'} | "
                      f"{row['prefill_s']:.4f} | {row['ttft_s']:.4f} | {row['generate_s']:.4f} | "
                      f"{row['decode_tokens_per_s']:.1f} | {row['kv_cache_bytes'] / 2**20:.1f} | {speedup:.2f}× | "
                      f"{row['generate_speedup']:.2f}× | {predicted:.2f}× | {speedup / predicted:.0%} |")

@@ -56,13 +56,14 @@ def test_the_benchmark_runs_end_to_end_and_writes_well_formed_results(tmp_path, 
                       throughput_prompts=2, output=tmp_path / "out", tower_sizes=tower)
     progress = capsys.readouterr()  # a bar on stderr naming each step; nothing on stdout
     assert progress.out == ""
-    steps = 2 * (1 + 3 * 3) + 3  # the settings, the vision tower, the throughput, the tower truncation
+    steps = 2 * (1 + 5 * 3) + 3  # the settings, the vision tower, the throughput, the tower truncation
     for step in ("vision tower, batch 1", "none, batch 1", "fastervlm 95% pruned, batch 2", "fastv 75% pruned, batch 2",
                  "throughput, 2 prompts", "tower truncation", f"{steps}/{steps}"):
         assert step in progress.err, step
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert len(saved["settings"]) == 2 * (1 + 3 * 3)
-    assert {row["visual_tokens"] for row in saved["settings"] if row["reduction_ratio"] == 0.95} == {29}
+    assert len(saved["settings"]) == 2 * (1 + 5 * 3)
+    assert {row["visual_tokens"] for row in saved["settings"] if row["reduction_ratio"] == 0.95
+            and row["method"] in ("fastervlm", "vtc_cls", "fastv")} == {29}
     fastv = [row for row in saved["settings"] if row["method"] == "fastv" and row["batch"] == 1]
     none = next(row for row in saved["settings"] if row["method"] == "none" and row["batch"] == 1)
     assert all(row["kv_cache_bytes"] < none["kv_cache_bytes"] for row in fastv)
@@ -99,8 +100,8 @@ def test_results_are_written_from_one_set_of_rows_without_touching_the_result(tm
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [(row["prefill_speedup"], row["cost_model_ratio"]) for row in saved["settings"]] == [(1.0, 1.0), (2.0, 4.0), (4.0, 2.0)]
     markdown = (tmp_path / "out" / "results.md").read_text()
-    assert "| fastervlm | 75% | 1 | 144 | 2.0000 | 2.0000 | 4.0000 | 10.0 | 1.0 | 2.00× | 2.00× | 4.00× | 50% |" in markdown
-    assert "| fastv | 75% | 1 | 144 | 1.0000 | 1.0000 | 2.0000 | 10.0 | 1.0 | 4.00× | 4.00× | 2.00× | 200% |" in markdown
+    assert "| fastervlm | 75% | 1 | 144 | 144 | 2.0000 | 2.0000 | 4.0000 | 10.0 | 1.0 | 2.00× | 2.00× | 4.00× | 50% |" in markdown
+    assert "| fastv | 75% | 1 | 144 | 144 | 1.0000 | 1.0000 | 2.0000 | 10.0 | 1.0 | 4.00× | 4.00× | 2.00× | 200% |" in markdown
 
 
 def test_the_toy_run_times_each_pruning_method_at_95_percent_on_easy_vqa_beside_the_unpruned_model(tiny_llava_dir, tmp_path):
@@ -109,9 +110,18 @@ def test_the_toy_run_times_each_pruning_method_at_95_percent_on_easy_vqa_beside_
     saved = json.loads((tmp_path / "toy" / "results.json").read_text())
     assert [(row["batch"], row["method"], row["reduction_ratio"], row["visual_tokens"]) for row in saved["settings"]] == [
         (batch, method, ratio, tokens) for batch in (1, 2)
-        for method, ratio, tokens in (("none", 0.0, 64), ("fastervlm", 0.95, 3), ("vtc_cls", 0.95, 3), ("fastv", 0.95, 3))]
+        for method, ratio, tokens in (("none", 0.0, 64), ("fastervlm", 0.95, 3), ("vtc_cls", 0.95, 3), ("fastv", 0.95, 3),
+                                     ("sparsevlm", 0.95, 3), ("fitprune", 0.95, 1))]
     assert all(row["prefill_speedup"] == row["generate_speedup"] == 1.0 for row in saved["settings"] if row["method"] == "none")
     assert all(row["prefill_s"] > 0 and row["generate_s"] > 0 for row in saved["settings"])
+    # the LLM-stage rows: costed on the measured per-layer counts; SparseVLM's as predicted for scale 0 and its bias
+    sparsevlm = next(row for row in saved["settings"] if row["method"] == "sparsevlm")
+    assert sparsevlm["options"] == {"scale": 0.0, "bias": 2.0}
+    assert sparsevlm["layer_visual_tokens"] == bench.sparsevlm_predicted_schedule(64, 4, 2) == [64, 4, 3, 3]
+    assert sparsevlm["equivalent_visual_tokens"] == 3.25  # SparseVLM's count, the nearest to round(64·0.05) = 3
+    fitprune = next(row for row in saved["settings"] if row["method"] == "fitprune")
+    assert fitprune["layer_visual_tokens"] == [64, 1, 1, 1] and fitprune["options"]["recipe"]["reached"] is False
+    assert "not the authors' recipe" in fitprune["options"]["recipe"]["algorithm"]
     assert [question["image"] for question in saved["questions"]] == ["0.png", "1.png"]  # the first two test images
     assert all(question["question"].endswith("single word or phrase.") for question in saved["questions"])
     assert saved["threads"] == torch.get_num_threads() and f"{saved['threads']} threads" in saved["device"]
@@ -130,4 +140,34 @@ def test_the_defaults_are_the_arguments_of_run():
     for gpu in (False, True):
         assert set(bench.defaults(gpu)) == parameters
     assert bench.defaults(gpu=False)["model"] == "cpu-small" and bench.defaults(gpu=True)["batch_sizes"] == [1, 8, 32]
-    assert bench.measured_methods() == ["none", "fastervlm", "vtc_cls", "fastv"]
+    assert bench.measured_methods() == ["none", "fastervlm", "vtc_cls", "fastv", "sparsevlm", "fitprune"]
+
+
+def test_the_fitprune_stand_in_recipe_is_the_mildest_geometric_one_that_reaches_the_target():
+    from llava_patch.efficiency.cost import MODELS
+
+    llm = MODELS["llava-1.5-7b"].llm
+    for ratio in (0.75, 0.9, 0.95):
+        recipe = bench.fitprune_bench_recipe(llm, 576, ratio)
+        assert recipe.fitting["reached"] and recipe.flops_reduction() >= ratio and recipe.layers == 32
+        assert recipe.delete[-1] == 0 and recipe.flops_reduction_target == ratio
+        q = recipe.fitting["q"]
+        milder = [max(1, round(576 * (q + 1e-3) ** (layer + 1))) for layer in range(31)]
+        assert recipe.schedule()[1:] == [max(1, round(576 * q ** (layer + 1))) for layer in range(31)]
+        assert bench.Recipe(delete=[a - b for a, b in zip([576] + milder, milder)] + [0], flops_reduction_target=ratio,
+                            visual_tokens=576, model=recipe.model).flops_reduction() < ratio
+    assert round(bench.fitprune_bench_recipe(llm, 576, 0.9).layer_mean_visual_tokens(), 1) == 71.5  # authors' 0.9: 72.8
+    shallow = bench.fitprune_bench_recipe(bench.TransformerSpec(4, 64, 128, 4, 4, 3), 576, 0.9)
+    assert not shallow.fitting["reached"] and shallow.schedule() == [576, 1, 1, 1]  # out of reach: layer 0 sees all
+
+
+def test_the_sparsevlm_bias_aims_at_the_ratios_layer_mean():
+    from llava_patch.registry import create_method
+
+    count = create_method("sparsevlm", {}).equivalent_visual_tokens
+    assert bench.sparsevlm_predicted_schedule(576, 32, 20)[:8] == [576, 576, 576, 37, 37, 37, 37, 21]
+    for layers, ratio, bias, mean in ((8, 0.75, 140, 144.2), (8, 0.95, 24, 29.0), (32, 0.9, 20, 57.7)):
+        assert bench.sparsevlm_bench_bias(576, layers, ratio) == bias
+        assert round(count(bench.sparsevlm_predicted_schedule(576, layers, bias)), 1) == mean
+    # 32 layers: layers 0-2 see all 576, so a layer mean of 29 (95 %) is out of reach; bias 0 comes nearest
+    assert bench.sparsevlm_bench_bias(576, 32, 0.95) == 0
