@@ -121,6 +121,22 @@ require_fitprune_recipes() {  # require_fitprune_recipes KEEP...: $FITPRUNE_RECI
     done
 }
 
+require_sparsevlm_settings() {  # require_sparsevlm_settings KEEP...: $SPARSEVLM_SETTINGS/sparsevlm-KEEP.json each, else one line
+    # SparseVLM's scale for each layer-averaged count, calibrated on this model (`llava-patch sparsevlm-calibrate`);
+    # SPARSEVLM_CALIBRATE_OPTIONS: further options the calibration needs (LLaVA-NeXT: --option mode=paper)
+    local calibrate="llava-patch sparsevlm-calibrate --model ${CKPT:-CKPT} --backend ${BACKEND:-llava}"
+    calibrate+="${SPARSEVLM_CALIBRATE_OPTIONS:+ $SPARSEVLM_CALIBRATE_OPTIONS} --data QUESTIONS.jsonl --image-folder DIR"
+    local help="(see llava-patch sparsevlm-calibrate --help)"
+    [[ -n "${SPARSEVLM_SETTINGS:-}" ]] || fail "SPARSEVLM_SETTINGS is not set: a directory of SparseVLM settings" \
+        "sparsevlm-<keep>.json, one per count ($*); make each with \`$calibrate --keep KEEP --output DIR/sparsevlm-KEEP.json\` $help"
+    local keep
+    for keep in "$@"; do
+        [[ -f "$SPARSEVLM_SETTINGS/sparsevlm-$keep.json" ]] || fail "$SPARSEVLM_SETTINGS/sparsevlm-$keep.json: no such file" \
+            "(SparseVLM's settings for $keep layer-averaged tokens, in SPARSEVLM_SETTINGS=$SPARSEVLM_SETTINGS); make it with" \
+            "\`$calibrate --keep $keep --output $SPARSEVLM_SETTINGS/sparsevlm-$keep.json\` $help"
+    done
+}
+
 run_step() {  # run_step SCRIPT ARGS...: one evaluation of a sweep; a failure names it and stops the sweep
     local status=0
     "$@" || status=$?

@@ -95,12 +95,25 @@ def _recipes(tmp_path, keeps=(432, 288, 144, 58, 29)):
     return recipes
 
 
+SPARSEVLM_KEEPS = {"fastervlm_llava15_7b.sh": (432, 288, 144, 58), "fastervlm_llava15_13b.sh": (432, 288, 144, 58),
+                   "fastervlm_llava_next_7b.sh": (2160, 1440, 720, 290)}
+
+
+def _sparsevlm_settings(tmp_path, keeps=(432, 288, 144, 58, 2160, 1440, 720, 290)):
+    """A SPARSEVLM_SETTINGS directory with (empty) settings files sparsevlm-<keep>.json."""
+    settings = tmp_path / "sparsevlm-settings"
+    settings.mkdir(exist_ok=True)
+    for keep in keeps:
+        (settings / f"sparsevlm-{keep}.json").write_text("{}")
+    return settings
+
+
 @pytest.mark.parametrize("status", [2, 130])
 def test_a_sweep_stops_at_a_failed_run_and_names_it(status, tmp_path):
     (tmp_path / "data").mkdir()
     fake, log = _fake_python(tmp_path, fail_at=3, status=status)
     environment = _environment(tmp_path, PYTHON=fake, CKPT="/ckpt/llava-v1.5-7b", DATA=tmp_path / "data",
-                               FITPRUNE_RECIPES=_recipes(tmp_path))
+                               FITPRUNE_RECIPES=_recipes(tmp_path), SPARSEVLM_SETTINGS=_sparsevlm_settings(tmp_path))
     finished = _script("reproduce/fastervlm_llava15_7b.sh", environment=environment)
     assert finished.returncode == status and len(log.read_text().splitlines()) == 3
     script = EXPERIMENTS / "reproduce" / "fastervlm_llava15_7b.sh"
@@ -164,7 +177,8 @@ LLM_STAGE = {"fastv", "sparsevlm", "fitprune"}  # their KEEP is per sample, over
 def _dry_run(script, tmp_path, *arguments, **variables):
     (tmp_path / "data").mkdir(exist_ok=True)
     environment = _environment(tmp_path, CKPT="/ckpt/model", DATA=tmp_path / "data", DRY_RUN=1,
-                               FITPRUNE_RECIPES=_recipes(tmp_path), **variables)
+                               FITPRUNE_RECIPES=_recipes(tmp_path), SPARSEVLM_SETTINGS=_sparsevlm_settings(tmp_path),
+                               **variables)
     return _script(f"reproduce/{script}", *arguments, environment=environment, timeout=60)
 
 
@@ -239,6 +253,38 @@ def test_fitprune_rows_need_their_recipes_named_in_one_line(tmp_path):
     fitprune = [line for line in _lines(finished.stdout) if "--method fitprune" in line]
     assert len(fitprune) == 10 * 5
     assert all(f"--option recipe={tmp_path / 'recipes'}/fitprune-{line.split()[-1]}.json" in line for line in fitprune)
+
+
+@pytest.mark.parametrize("script", sorted(SPARSEVLM_KEEPS))
+def test_sparsevlm_rows_need_their_calibrated_settings_named_in_one_line(script, tmp_path):
+    """No published scale/bias for FasterVLM's SparseVLM counts: each row runs with the settings file
+    `llava-patch sparsevlm-calibrate` writes for its count; a missing one stops the script before any run."""
+    (tmp_path / "data").mkdir()
+    path = EXPERIMENTS / "reproduce" / script
+    keeps = SPARSEVLM_KEEPS[script]
+    base = _environment(tmp_path, CKPT="/ckpt/model", DATA=tmp_path / "data", DRY_RUN=1, FITPRUNE_RECIPES=_recipes(tmp_path))
+    finished = _script(f"reproduce/{script}", environment=base)
+    (line,) = _lines(finished.stderr)
+    assert finished.returncode == 2 and finished.stdout == ""
+    assert line.startswith(f"{path}: SPARSEVLM_SETTINGS is not set") and "llava-patch sparsevlm-calibrate --help" in line
+    settings = _sparsevlm_settings(tmp_path, keeps=keeps[:-1])
+    finished = _script(f"reproduce/{script}", environment={**base, "SPARSEVLM_SETTINGS": str(settings)})
+    (line,) = _lines(finished.stderr)
+    assert finished.returncode == 2 and finished.stdout == ""
+    missing = settings / f"sparsevlm-{keeps[-1]}.json"
+    assert line.startswith(f"{path}: {missing}: no such file")
+    assert "llava-patch sparsevlm-calibrate --model /ckpt/model --backend llava" in line
+    assert f"--keep {keeps[-1]} --output {missing}" in line
+    assert ("--option mode=paper" in line) == (script == "fastervlm_llava_next_7b.sh")
+    finished = _dry_run(script, tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    commands = [shlex.split(line)[1:] for line in _lines(finished.stdout)[:-1]]
+    sparsevlm = [c for c in commands if c[c.index("--method") + 1] == "sparsevlm"]
+    assert len(sparsevlm) == 10 * len(keeps)
+    for command in sparsevlm:
+        keep = command[command.index("--keep") + 1]
+        assert command[command.index("--printed-tokens") + 1] == keep and int(keep) in keeps
+        assert f"settings={tmp_path / 'sparsevlm-settings'}/sparsevlm-{keep}.json" in command
 
 
 def test_the_zero_token_row_runs_the_unpruned_model_with_an_empty_image(tmp_path):
