@@ -232,3 +232,25 @@ def test_the_original_backend_prunes_the_same_tokens(tiny_original):
     assert handles[0].last_layer_visual_tokens == handles[1].last_layer_visual_tokens
     for a, b in zip(handles[0].last_selection, handles[1].last_selection):
         assert torch.equal(a, b)
+
+
+def test_a_settings_file_prunes_as_its_scale_and_bias(tiny_llava, tmp_path):
+    """`settings=FILE` (written by `llava-patch sparsevlm-calibrate`) is its scale and bias, at its `keep`."""
+    from llava_patch.calibration.sparsevlm import FORMAT, save_settings
+
+    model, processor = tiny_llava
+    path = save_settings({"format": FORMAT, "format_version": 1, "method": "sparsevlm", "keep": 20, "scale": SCALE,
+                          "bias": BIAS, "options": {"layers": list(LAYERS)}, "model": {"layers": 4}}, tmp_path / "s.json")
+    inputs = _inputs(processor, [7, 8])
+    runs = []
+    for options in ({"scale": SCALE, "bias": BIAS}, {"settings": str(path)}):
+        with llava_patch.apply(model, "sparsevlm", keep=20, layers=LAYERS, **options) as handle:
+            runs.append((_generate(model, inputs).sequences, handle.last_equivalent_visual_tokens,
+                         handle.last_layer_visual_tokens))
+    assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1:] == runs[1][1:]
+    with pytest.raises(ValueError, match=rf"keep=192 but the settings {path} were calibrated for keep=20"):
+        llava_patch.apply(model, "sparsevlm", keep=192, layers=LAYERS, settings=str(path))
+    with pytest.raises(ValueError, match="settings=FILE from `llava-patch sparsevlm-calibrate`"):
+        llava_patch.apply(model, "sparsevlm", keep=432)
+    with pytest.raises(FileExistsError, match="s.json: already exists; the settings are not overwritten"):
+        save_settings({}, path)
