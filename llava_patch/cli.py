@@ -180,6 +180,29 @@ def _cost_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-tokens", type=int, default=1)
     parser.add_argument("--new-tokens", type=int, default=0)
     parser.add_argument("--llm-layer", type=int, help="an LLM-stage method's pruning layer (default: the method's own, FastV's K=2)")
+    parser.add_argument("--recipe", help="fitprune: a recipe file (default: the authors' published LLaVA-1.5-7B recipe "
+                                         "for --reduction-ratio); its target is the budget when none is given")
+    parser.add_argument("--schedule", help="an LLM-stage method's visual tokens per decoder layer, measured (e.g. "
+                                           "handle.last_layer_visual_tokens[0]): comma-separated ints or a JSON file "
+                                           "holding a list; needed for sparsevlm")
+    parser.add_argument("--counting", choices=("executed", "authors"), default="executed",
+                        help="fitprune: 'authors' counts each layer's o_proj and MLP without the tokens it deletes, as "
+                             "FitPrune's own FLOPs count does (default: executed, every layer whole)")
+
+
+def _schedule(text: str | None) -> list[int] | None:
+    """--schedule: comma-separated ints, or a JSON file holding a list of ints."""
+    if text is None:
+        return None
+    if Path(text).is_file():
+        values = json.loads(Path(text).read_text())
+        if not isinstance(values, list):
+            raise ValueError(f"--schedule {text}: expected a JSON list of ints, one per decoder layer")
+        return values
+    try:
+        return [int(value) for value in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--schedule {text!r}: expected comma-separated ints or a JSON file") from None
 
 
 def _cost(args: argparse.Namespace) -> int:
@@ -188,7 +211,8 @@ def _cost(args: argparse.Namespace) -> int:
     if args.model not in MODELS:
         raise ValueError(f"--model {args.model!r}; known: {', '.join(MODELS)}")
     result = estimate(args.model, args.method, keep=args.keep, reduction_ratio=args.reduction_ratio,
-                      text_tokens=args.text_tokens, new_tokens=args.new_tokens, llm_layer=args.llm_layer)
+                      text_tokens=args.text_tokens, new_tokens=args.new_tokens, llm_layer=args.llm_layer,
+                      recipe=args.recipe, schedule=_schedule(args.schedule), counting=args.counting)
     result.pop("spec")
     print(json.dumps(result, indent=2))
     return 0

@@ -197,8 +197,8 @@ def layer_schedules(spec: VLMSpec, method: str, *, keep: int | None = None, redu
         return schedule, schedule
     if info.variable_count:
         raise ValueError(f"method {method!r} prunes a sample-dependent number of visual tokens in each layer: pass "
-                         "schedule= (the counts measured on the sample, e.g. handle.last_layer_visual_tokens[i] "
-                         "after a call with the method applied)")
+                         "schedule= (`llava-patch cost --schedule`): the counts measured on the sample, e.g. "
+                         "handle.last_layer_visual_tokens[i] after a call with the method applied")
     options = {}
     if llm_layer is not None:
         if "layer" not in info.options:

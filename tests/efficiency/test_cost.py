@@ -220,3 +220,23 @@ def test_the_measured_schedule_gives_the_cache_the_model_holds(tiny_llava, tmp_p
     cost = estimate(spec, method, schedule=schedule, text_tokens=text, bytes_per_value=4)
     assert cost["kv_cache_bytes"] == sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
     assert cost["visual_tokens_kept"] == handle.last_visual_tokens[0] and schedule[0] == 64 and schedule[-1] < 64
+
+
+def test_the_cost_command_takes_a_recipe_a_schedule_and_the_counting(tmp_path, capsys):
+    import json
+
+    from llava_patch.cli import main
+    from llava_patch.fitprune_recipe import Recipe
+
+    path = Recipe(delete=[100, 100] + [0] * 30, flops_reduction_target=0.25, visual_tokens=576).save(tmp_path / "r.json")
+    assert main(["cost", "--method", "fitprune", "--recipe", str(path), "--counting", "authors", "--text-tokens", "0"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["layer_visual_tokens_after_deletion"][:2] == [476, 376] and printed["counting"] == "authors"
+    schedule = [576] * 3 + [100] * 29
+    (tmp_path / "s.json").write_text(json.dumps(schedule))
+    for given in (",".join(map(str, schedule)), str(tmp_path / "s.json")):
+        assert main(["cost", "--method", "sparsevlm", "--schedule", given]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["layer_visual_tokens"] == schedule and printed["schedule"] == "given"
+    assert main(["cost", "--method", "sparsevlm", "--keep", "64"]) == 2
+    assert "--schedule" in capsys.readouterr().err
