@@ -173,3 +173,22 @@ def test_the_search_brackets_then_bisects_and_keeps_the_closest_trial():
     assert result.reached and result.bias == 0.5
     with pytest.raises(ValueError, match="at scale 0 with bias 30 SparseVLM already keeps 30.00"):
         search_scale(_steps(1)[0], keep=5, bias=30, progress=False)
+
+
+def test_llava_next_calibrates_in_the_layout_its_options_name(tiny_next_dir, tmp_path, capsys):
+    """`--option mode=paper` (FasterVLM's fixed 5-crop layout) reaches the method and the preprocessing,
+    and is recorded; the settings then run with the same option."""
+    data, images = _calibration(tmp_path, count=4)
+    output = tmp_path / "sparsevlm-60.json"
+    arguments = _arguments(tiny_next_dir, data, images, output, "--option", "mode=paper")
+    arguments[arguments.index("--keep") + 1] = "60"
+    arguments[arguments.index("--tolerance") + 1] = "0.02"
+    assert main(arguments) == 0, capsys.readouterr().err[-2000:]
+    settings = json.loads(output.read_text())
+    assert settings["options"] == {"mode": "paper"} and settings["model"]["visual_tokens"] == 5 * 64
+    assert settings["reached"] and abs(settings["mean_layer_visual_tokens"] - 60) <= 0.02 * 60
+    assert "--option mode=paper" in settings["command"]
+    vlm = load_model(tiny_next_dir, backend="hf", device="cpu")
+    handle = llava_patch.apply(vlm.model, "sparsevlm", keep=60, settings=str(output), mode="paper")
+    means = _layer_means(vlm, handle, data, images, batch_size=4)
+    assert means == pytest.approx(settings["per_sample_layer_visual_tokens"], abs=1e-9)
