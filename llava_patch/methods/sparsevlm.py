@@ -76,7 +76,7 @@ class SparseVLM(PruningMethod):
             if scale is not None or bias is not None:
                 raise ValueError(f"sparsevlm: settings={settings} gives scale and bias; pass settings or scale and "
                                  "bias, not both")
-            from ..calibration.sparsevlm import load_sparsevlm_settings
+            from ..sparsevlm_settings import load_sparsevlm_settings
 
             self.calibrated = load_sparsevlm_settings(settings)
             calibrated_layers = self.calibrated.layers_option
