@@ -73,19 +73,27 @@ def _budgets(name: str) -> list[dict]:
     info = llava_patch.method_info(name)
     if not info.takes_budget:
         return [{}]
+    if info.needs_recipe:  # FitPrune: the test writes a recipe for this model (FITPRUNE_DELETE)
+        return [{"reduction_ratio": 0.5}]
     if info.budgets is not None:
         return [{"keep": keep} for keep in info.budgets if keep <= DINOV2_NUM_PATCHES]
     return [{"keep": 16}]
 
 
+FITPRUNE_DELETE = [60, 40, 28, 0]  # 128 of 256 visual tokens leave over the tiny LLM's 4 layers
 EVERY_METHOD = [pytest.param(name, budget, id=f"{name}-{budget.get('keep', 'all')}")
                 for name in llava_patch.methods() for budget in _budgets(name)]
 
 
 @pytest.mark.parametrize("method, budget", EVERY_METHOD)
-def test_every_method_generates_with_its_budget_of_visual_tokens(tiny_dinov2, method, budget):
+def test_every_method_generates_with_its_budget_of_visual_tokens(tiny_dinov2, method, budget, tmp_path):
     model, processor = tiny_dinov2
     inputs = _inputs(processor, [3, 4])
+    if llava_patch.method_info(method).needs_recipe:
+        from llava_patch.fitprune_recipe import Recipe
+
+        recipe = Recipe(delete=FITPRUNE_DELETE, flops_reduction_target=0.5, visual_tokens=DINOV2_NUM_PATCHES)
+        budget = {**budget, "recipe": str(recipe.save(tmp_path / "recipe.json"))}
     with llava_patch.apply(model, method, **budget) as handle:
         output = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False,
                                 suppress_tokens=[model.config.image_token_id])
@@ -93,6 +101,8 @@ def test_every_method_generates_with_its_budget_of_visual_tokens(tiny_dinov2, me
             expected = [len(kept) + 1 for kept in handle.last_selection]
         elif method == "sparsevlm":  # its count varies per image: what the last layer processed
             expected = [layers[-1] for layers in handle.last_layer_visual_tokens]
+        elif method == "fitprune":
+            expected = [DINOV2_NUM_PATCHES - sum(FITPRUNE_DELETE)] * 2
         else:
             expected = [budget.get("keep", DINOV2_NUM_PATCHES)] * 2
         assert handle.last_visual_tokens == expected

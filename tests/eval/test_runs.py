@@ -60,9 +60,11 @@ def test_a_run_killed_after_its_answers_finishes_its_outputs_without_recomputing
     assert not list(output.glob("*.tmp"))
 
 
-def test_ctrl_c_says_how_far_the_run_got_in_one_line(tiny_original, minibench, tmp_path):
+def test_ctrl_c_says_how_far_the_run_got_in_one_line(tiny_original, tmp_path):
+    # 120 questions: the interrupt lands long before the end (12 could all be answered in the 20 ms poll)
+    many = build_minibench(tmp_path / "data", images=40)
     output = tmp_path / "run"
-    arguments = _arguments(tiny_original[0], minibench, output, "--method", "vtc_cls", "--keep", "16", "--batch-size", "1")
+    arguments = _arguments(tiny_original[0], many, output, "--method", "vtc_cls", "--keep", "16", "--batch-size", "1")
     process = subprocess.Popen([sys.executable, "-m", "llava_patch.eval", *arguments], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=ROOT)
     shard = output / "shards" / "000-of-001.jsonl"
@@ -75,10 +77,10 @@ def test_ctrl_c_says_how_far_the_run_got_in_one_line(tiny_original, minibench, t
     last = [line for line in stderr.splitlines() if "interrupted" in line]
     assert len(last) == 1 and "Traceback" not in stderr
     assert last[0].startswith("llava-patch eval: interrupted after ") and last[0].endswith(
-        " of 12 questions; rerun the same command to resume")
+        " of 120 questions; rerun the same command to resume")
     resumed = _eval(*arguments)
     assert resumed.returncode == 0, resumed.stderr
-    assert len((output / "answers.jsonl").read_text().splitlines()) == 12
+    assert len((output / "answers.jsonl").read_text().splitlines()) == 120
 
 
 def test_a_failed_check_writes_nothing_and_the_fixed_command_runs(tiny_original, minibench, tmp_path, capsys):
