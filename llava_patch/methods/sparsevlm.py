@@ -8,24 +8,28 @@ since 91fb6d9, 2024-10-05), `llava/model/language_model/modelling_sparse_llama.p
 
 1. Raters (once, from the input embeddings): with V the visual and T the text embeddings after the
    image, softmax over text of V·Tᵀ, mean over visual tokens → one value per text token; the text
-   tokens above the mean are the raters.
+   tokens above the mean are the raters (modelling_sparse_llama.py lines 214–220).
 2. After each pruning layer l (`layers`; default 2, 6, 15, 19, the authors' for LLaVA-1.5-7B and, as
    their code fixes them, for 13B's 40 layers too; an LLM of 20 layers or fewer gets the same
    fractions of 32 layers, e.g. 0, 1, 2 of 4): R = that layer's
    attention (mean over heads) from the raters to the current visual tokens, (raters × visual). With
    r = rank(R) (`torch.linalg.matrix_rank`) and V visual tokens: if r < V, keep the top
-   min(int(r·scale + bias), V − 1) visual tokens by R's mean over raters (in order), else keep all.
+   min(int(r·scale + bias), V − 1) visual tokens by R's mean over raters (in order), else keep all
+   (score.py lines 23–43: rank at 32, the count at 38).
 3. Recycling (only when it pruned): of the dropped tokens, the 30 % (+1) with the highest score are
    clustered (density-peak clustering, `int(n/10) + 1` clusters, the cluster count also being its
    k-nearest-neighbour count) and each cluster's mean (layer l's output) is inserted right after
-   the kept visual tokens; later pruning layers treat these as visual tokens.
+   the kept visual tokens; later pruning layers treat these as visual tokens (lines 252–283: 30 % at
+   258, clusters at 262; `utils.cluster_and_merge` line 155).
 4. Layers after l see only what was kept; the sequence is renumbered contiguously (the authors cut
-   `position_ids` to the new length), and while decoding each layer's new token takes that layer's
-   own cache length as its position (the authors' `get_usable_length(…, layer_idx)`).
+   `position_ids` to the new length, lines 278 and 287), and while decoding each layer's new token
+   takes that layer's own cache length as its position (`get_usable_length(…, layer_idx)`, lines
+   602–603) — both change results against keeping the original positions.
 
 Budget: `scale` and `bias` are the authors' knobs; the resulting token count depends on the sample.
 The count their code prints (and FasterVLM's "# Token" column reports for SparseVLM) is the mean
-over layers of the visual tokens *after* each layer's pruning (`equivalent_visual_tokens`). A `keep`
+over layers of the visual tokens *after* each layer's pruning (`equivalent_visual_tokens`; lines 331,
+334–336). A `keep`
 without `scale` takes the authors' published LLaVA-1.5-7B setting for 192/128/64 tokens (their
 README at b72c5d6): 13.5/0, 9/6, 0.8/0. Other counts (FasterVLM's rows: 432/288/144/58, LLaVA-NeXT's
 2160/1440/720/290) need settings calibrated on the model: `settings=FILE`, written by `llava-patch
