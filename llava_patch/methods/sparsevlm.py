@@ -74,7 +74,7 @@ class SparseVLM(PruningMethod):
         if layers is not None:
             layers = tuple(layers)
             if not layers or any(isinstance(l, bool) or not isinstance(l, int) for l in layers) or list(layers) != sorted(set(layers)):
-                    raise ValueError(f"sparsevlm: layers must be ascending distinct decoder layer indices, got {layers!r}")
+                raise ValueError(f"sparsevlm: layers must be ascending distinct decoder layer indices, got {layers!r}")
         self.settings_path, self.calibrated = settings, None
         if settings is not None:
             if scale is not None or bias is not None:
