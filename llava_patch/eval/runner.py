@@ -403,6 +403,9 @@ def _manifest(config: RunConfig, benchmark: Benchmark, answers: list[dict], stat
         "empty_image": config.empty_image,
         "visual_input": {"mode": mode, "what": VISUAL_INPUT[mode]},
         "options": config.options,
+        # files the options name (FitPrune's recipe, SparseVLM's settings): what exactly the run used
+        "option_files": {str(value): provenance.sha256(value) for value in config.options.values()
+                         if isinstance(value, str) and Path(value).is_file()},
         "requested_budget": {"keep": config.keep, "reduction_ratio": config.reduction_ratio},
         # the paper's "# Token" for this run's row where it differs from the budget run (None: not given)
         "printed_tokens": config.printed_tokens,

@@ -293,3 +293,15 @@ def test_a_no_image_run_takes_no_pruning_method(tiny_original, minibench, tmp_pa
     with pytest.raises(ValueError, match="--no-image asks without the image; it runs with --method none"):
         run(_config(tiny_original, minibench, tmp_path / "bad", no_image=True))
     assert not (tmp_path / "bad").exists()
+
+
+def test_an_in_llm_run_records_both_counts_and_the_recipe_file_it_used(tiny_original, minibench, tmp_path):
+    from llava_patch.fitprune_recipe import Recipe
+
+    recipe = Recipe(delete=[9, 0, 12, 5], flops_reduction_target=0.25, visual_tokens=64).save(tmp_path / "recipe.json")
+    manifest = run(_config(tiny_original, minibench, tmp_path / "run", method="fitprune", reduction_ratio=0.25,
+                           options={"recipe": str(recipe)}, limit=4))
+    assert manifest["option_files"] == {str(recipe): provenance.sha256(recipe)}
+    assert manifest["measured_visual_tokens"] == {"min": 43, "mean": 43, "max": 43}  # 64 − 9 − 12 (none after the last layer)
+    assert manifest["measured_equivalent_visual_tokens"]["mean"] == (64 + 55 + 55 + 43) / 4
+    assert all(row["metadata"]["equivalent_visual_tokens"] == 54.25 for row in _answers(tmp_path / "run"))
