@@ -28,6 +28,7 @@ red shape?" yes, "is there not a circle?" no). Some images are never told their 
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -66,6 +67,41 @@ def training_questions(split: str = "train") -> list[tuple[Path, str, str]]:
     folder, questions = _source(split)
     return [(folder / "images" / f"{image_id}.png", format_question(question), answer)
             for question, answer, image_id in questions]
+
+
+def write_calibration_questions(output_dir: str | Path, count: int, seed: int = 0) -> Path:
+    """Calibration questions for the fitting commands (`llava-patch fitprune-recipe`, `sparsevlm-calibrate`)
+    from easy-VQA's *training* split, never the test split the benchmarks ask: one question of each of
+    `count` training images (a stratified sample as in `build_easyvqa`; the question drawn with `seed`,
+    so the mix of kinds is the split's), asked as the benchmarks ask it (`format_question`). Writes
+    `output_dir`/questions.jsonl (LLaVA's question JSONL, `{"question_id", "image", "text"}`; the id is
+    the question's position in train/questions.json; file order) and `output_dir`/images/<image id>.png.
+    `output_dir` must not exist (nothing is overwritten). Returns the JSONL's path."""
+    root = Path(output_dir)
+    if root.exists():
+        raise FileExistsError(f"{root}: exists; nothing is overwritten")
+    folder, questions = _source("train")
+    strata = _strata(questions)
+    if not 1 <= count <= len(strata):
+        raise ValueError(f"count={count}: easy-VQA's training split has {len(strata)} images")
+    chosen = _sample(strata, count, seed)
+    numbers = defaultdict(list)  # image id → its questions' positions
+    for number, (_, _, image_id) in enumerate(questions):
+        if image_id in chosen:
+            numbers[image_id].append(number)
+    rng = random.Random(seed)
+    picked = sorted(rng.choice(numbers[image_id]) for image_id in sorted(numbers))
+    partial = root.with_name(root.name + ".partial")  # renamed into place once complete
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "images").mkdir(parents=True)
+    lines = []
+    for number in picked:
+        question, _, image_id = questions[number]
+        shutil.copyfile(folder / "images" / f"{image_id}.png", partial / "images" / f"{image_id}.png")
+        lines.append(json.dumps({"question_id": number, "image": f"{image_id}.png", "text": format_question(question)}))
+    (partial / "questions.jsonl").write_text("\n".join(lines) + "\n")
+    partial.rename(root)
+    return root / "questions.jsonl"
 
 
 def build_easyvqa(data_root: str | Path, images: int | None = None, seed: int = 0) -> Path:

@@ -150,3 +150,27 @@ def test_the_pope_scorer_still_refuses_unknown_splits(tmp_path):
     answers.write_text(json.dumps({"question_id": 1, "text": "Yes"}) + "\n")
     with pytest.raises(ValueError, match=r"unknown POPE split\(s\) \['shape'\]; expected \['adversarial', 'popular', 'random'\]"):
         score_answers("pope", answers, tmp_path)
+
+
+def test_calibration_questions_come_from_the_training_split_in_llavas_question_format(tmp_path):
+    from llava_patch.calibration.fitprune import read_questions
+
+    path = easyvqa.write_calibration_questions(tmp_path / "calibration", 12, seed=0)
+    assert path == tmp_path / "calibration" / "questions.jsonl" and not (tmp_path / "calibration.partial").exists()
+    rows = [row for _, row in read_jsonl(path)]
+    assert read_questions(path) == rows and len(rows) == 12 and all(set(row) == {"question_id", "image", "text"} for row in rows)
+    train = read_json(part(EASY_VQA) / "train" / "questions.json")
+    assert [row["question_id"] for row in rows] == sorted(row["question_id"] for row in rows)  # file order
+    images = tmp_path / "calibration" / "images"
+    for row in rows:  # the training split's question, asked as the benchmarks ask, with its training image
+        question, _, image_id = train[row["question_id"]]
+        assert row["image"] == f"{image_id}.png" and row["text"] == easyvqa.format_question(question)
+        assert (images / row["image"]).read_bytes() == (part(EASY_VQA) / "train" / "images" / row["image"]).read_bytes()
+    assert len({row["image"] for row in rows}) == 12 == len(list(images.iterdir()))  # one question per image
+    again = easyvqa.write_calibration_questions(tmp_path / "again", 12, seed=0)
+    other = easyvqa.write_calibration_questions(tmp_path / "other", 12, seed=1)
+    assert again.read_bytes() == path.read_bytes() != other.read_bytes()
+    with pytest.raises(FileExistsError, match="calibration: exists"):
+        easyvqa.write_calibration_questions(tmp_path / "calibration", 12)
+    with pytest.raises(ValueError, match="training split has 4000 images"):
+        easyvqa.write_calibration_questions(tmp_path / "big", 4001)

@@ -311,3 +311,55 @@ def test_the_scripts_rows_of_methods_being_added_are_registered(method):
         pytest.skip(f"{method} is not registered yet")
     info = llava_patch.method_info(method)
     assert info.takes_budget and info.stage == "llm"
+
+
+def test_the_toy_in_llm_baselines_script_fits_on_training_questions_then_evaluates_the_sweeps_sample(toy_dir, tmp_path):
+    """DRY_RUN=1 lists every step of experiments/toy/in_llm_baselines.sh and writes nothing: calibration
+    questions, FitPrune recipes at 75/90/95% (keep 64/26/13 of 256), SparseVLM settings for the same
+    counts, each row's evaluation with the file its fitting writes, and the table."""
+    out, sweep = tmp_path / "out", tmp_path / "sweep"
+    environment = _environment(tmp_path, DRY_RUN=1, OUT=out, SWEEP=sweep, LLAVA_PATCH_CACHE=toy_dir.parent)
+    finished = _script("toy/in_llm_baselines.sh", environment=environment)
+    assert finished.returncode == 0 and finished.stderr == "", finished.stderr
+    lines = [line for line in _lines(finished.stdout) if not line.startswith("#")]
+    assert not out.exists() and not sweep.exists()
+    calibration, *commands, table = lines
+    assert "write_calibration_questions" in calibration and f'"{out}/calibration", 64, seed=0' in calibration
+    commands = [shlex.split(line) for line in commands]
+    fits, evals = commands[:6], commands[6:]
+    written = {}
+    for words, (name, flag, value, keep) in zip(fits, [("fitprune-recipe", "--reduction-ratio", r, k) for r, k in
+                                                        (("0.75", 64), ("0.9", 26), ("0.95", 13))]
+                                                 + [("sparsevlm-calibrate", "--keep", str(k), k) for k in (64, 26, 13)]):
+        assert words[:2] == ["llava-patch", name] and words[words.index(flag) + 1] == value
+        assert words[words.index("--model") + 1] == str(toy_dir) and words[words.index("--backend") + 1] == "hf"
+        assert words[words.index("--data") + 1] == f"{out}/calibration/questions.jsonl"
+        written[words[words.index("--output") + 1]] = keep
+    assert len(evals) == 2 * 7 and all(words[:2] == ["llava-patch", "eval"] for words in evals)
+    outputs = [words[words.index("--output-dir") + 1] for words in evals]
+    assert len(set(outputs)) == len(outputs) and all(output.startswith(f"{out}/evals/") for output in outputs)
+    for words in evals:  # the sweep's sample and settings
+        assert words[words.index("--data-root") + 1] == f"{sweep}/data"
+        assert [words[words.index(flag) + 1] for flag in ("--backend", "--dtype", "--batch-size")] == ["hf", "float32", "8"]
+    fitted = {}
+    for words in evals:
+        method = words[words.index("--method") + 1]
+        if method != "none":
+            (option,) = [words[i + 1] for i, word in enumerate(words) if word == "--option"]
+            fitted[option.split("=", 1)[1]] = int(words[words.index("--keep") + 1])
+            assert option.split("=")[0] == {"fitprune": "recipe", "sparsevlm": "settings"}[method]
+    assert fitted == written  # each row runs the file its fitting writes, at that file's count
+    assert table.endswith(f"experiments/toy/in_llm_baselines_table.py --data-root {sweep}/data --output {out}")
+
+    # the default sweep's complete unpruned run is read, not run again
+    (sweep / "easyvqa" / "none-0").mkdir(parents=True)
+    (sweep / "easyvqa" / "none-0" / "metrics.json").write_text("{}")
+    finished = _script("toy/in_llm_baselines.sh", environment=environment)
+    nones = [line for line in _lines(finished.stdout) if line.endswith("--method none")]
+    assert finished.returncode == 0 and len(nones) == 1 and "--benchmark easyvqa_yesno " in nones[0]
+
+    for variables, message in (({}, "takes no arguments"), ({"CALIBRATION": "many"}, "CALIBRATION=many: expected")):
+        finished = _script("toy/in_llm_baselines.sh", *(["--limit", "5"] if not variables else []),
+                           environment={**environment, **variables})
+        (line,) = _lines(finished.stderr)
+        assert finished.returncode == 2 and message in line
