@@ -18,7 +18,7 @@
 #      sweep builds it if missing), with the sweep's settings (hf backend, float32, batch 8)
 #      → $OUT/evals/...; the unpruned rows are the sweep's own runs ($SWEEP/<benchmark>/none-0) when
 #      complete, else `none` is run here
-#   4. $OUT/results.csv and results.md (experiments/toy/in_llm_baselines_table.py): per row the printed
+#   4. $OUT/results.csv and results.md (python -m llava_patch.eval.fitted_runs_table): per row the printed
 #      and measured visual tokens, the headline with the sweep's 95% bootstrap interval, % of unpruned.
 # Every step's wall time is appended to $OUT/times.log.
 #   OUT          output folder (default runs/toy/in_llm_baselines)
@@ -113,8 +113,8 @@ else
     read -r MODEL DATA < <("$PYTHON" -c '
 import sys
 from pathlib import Path
-from llava_patch.eval.sweep import TOY_IMAGES, _toy_default
-print(*_toy_default(Path(sys.argv[1]), TOY_IMAGES))' "$SWEEP" | tail -n 1)
+from llava_patch.eval.sweep import TOY_IMAGES, toy_sample
+print(*toy_sample(Path(sys.argv[1]), TOY_IMAGES))' "$SWEEP" | tail -n 1)
     [[ -d "$DATA" ]] || fail "could not prepare the sweep's sample under $SWEEP"
     echo "model $MODEL; evaluation data $DATA; output $OUT"
 fi
@@ -182,7 +182,7 @@ for benchmark in "${benchmarks[@]}"; do
 done
 
 # 4. the table
-table=("$PYTHON" "$ROOT/experiments/toy/in_llm_baselines_table.py" --data-root "$DATA" --output "$OUT")
+table=("$PYTHON" -m llava_patch.eval.fitted_runs_table --data-root "$DATA" --output "$OUT")
 if dry; then
     show "${table[@]}"
     exit 0

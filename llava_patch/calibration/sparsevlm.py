@@ -188,8 +188,11 @@ def search_scale(measure: Callable[[float, float], Measurement], keep: int, bias
         mean = trial(low)
         if not within(mean):
             if mean > keep:
+                floor = ("a lower bias may keep fewer" if bias > 0 else
+                         "that is SparseVLM's floor on this model: the layers before its first pruning layer see "
+                         "every visual token and its recycled cluster tokens remain, so no setting keeps fewer")
                 raise ValueError(f"keep={keep}: at scale 0 with bias {bias:g} SparseVLM already keeps {mean:.2f} "
-                                 "visual tokens per layer on average; a lower bias is needed")
+                                 f"visual tokens per layer on average; {floor}")
             ceiling = max_scale if max_scale is not None else max(trials[0].measurement.visual_tokens) + abs(bias) + 1
             high = min(1.0, ceiling)
             while True:

@@ -54,7 +54,7 @@ def reproduce(model: str | None = None, data_root: str | Path | None = None,
     if model is None:
         images = images or TOY_IMAGES
         output_root = output_root / "toy"
-        model, data_root = _toy_default(output_root, images)
+        model, data_root = toy_sample(output_root, images)
         backend, dtype, benchmarks = "hf", "float32", benchmarks or TOY_BENCHMARKS
         print(f"CKPT/DATA not set: the toy LLaVA ({model}) on {images} easy-VQA test images, under {output_root} "
               "(a small trained model on a toy task: what pruning does to it, not the papers' numbers)")
@@ -92,13 +92,15 @@ def sweep(model: str, data_root: Path, output_root: Path, benchmarks: list[str],
                       backend=backend, method="none" if method == NO_IMAGE else method,
                       reduction_ratio=ratio if takes_budget else None, batch_size=batch_size, dtype=dtype,
                       limit=limit, no_image=method == NO_IMAGE), label=f"run {number}/{len(settings)}")
-        rows.append(_row(benchmark, method, ratio, output, data_root, limit is not None))
+        rows.append(run_row(benchmark, method, ratio, output, data_root, limit is not None))
     _write_tables(rows, output_root)
     _plot(rows, output_root / "retention")
     return rows
 
 
-def _row(benchmark: str, method: str, ratio: float, output: Path, data_root: Path, partial: bool) -> dict:
+def run_row(benchmark: str, method: str, ratio: float, output: Path, data_root: Path, partial: bool) -> dict:
+    """One table row from a run folder: its headline metric with the 95% bootstrap interval and the
+    visual tokens it measured (`partial`: the run may hold fewer answers than questions)."""
     metrics = read_json(output / METRICS) if (output / METRICS).exists() else {}
     manifest = read_json(output / MANIFEST)
     tokens = manifest["measured_visual_tokens"] or {}
@@ -169,7 +171,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     save_figure(figure, path)
 
 
-def _toy_default(root: Path, images: int) -> tuple[str, str]:
+def toy_sample(root: Path, images: int) -> tuple[str, str]:
     """The toy checkpoint (built once into the cache) and an easy-VQA sample of `images` test images
     under `root`/data; a `root` holding a sample of another size is refused (its runs would mix)."""
     from ..models.toy import toy_checkpoint

@@ -171,8 +171,11 @@ def test_the_search_brackets_then_bisects_and_keeps_the_closest_trial():
     assert result.reached and result.measurement.mean == 10
     result = search_scale(_steps(1)[0], keep=5, bias=0.5, tolerance=0.01, progress=False)
     assert result.reached and result.bias == 0.5
-    with pytest.raises(ValueError, match="at scale 0 with bias 30 SparseVLM already keeps 30.00"):
+    with pytest.raises(ValueError, match="at scale 0 with bias 30 SparseVLM already keeps 30.00 .*a lower bias may keep fewer"):
         search_scale(_steps(1)[0], keep=5, bias=30, progress=False)
+    floor = lambda scale, bias: Measurement(layer_mean=[18.9], final=[1], visual_tokens=[256])  # noqa: E731
+    with pytest.raises(ValueError, match="already keeps 18.90 .*SparseVLM's floor on this model.*no setting keeps fewer"):
+        search_scale(floor, keep=13, progress=False)
 
 
 def test_llava_next_calibrates_in_the_layout_its_options_name(tiny_next_dir, tmp_path, capsys):

@@ -349,7 +349,7 @@ def test_the_toy_in_llm_baselines_script_fits_on_training_questions_then_evaluat
             fitted[option.split("=", 1)[1]] = int(words[words.index("--keep") + 1])
             assert option.split("=")[0] == {"fitprune": "recipe", "sparsevlm": "settings"}[method]
     assert fitted == written  # each row runs the file its fitting writes, at that file's count
-    assert table.endswith(f"experiments/toy/in_llm_baselines_table.py --data-root {sweep}/data --output {out}")
+    assert table.endswith(f"-m llava_patch.eval.fitted_runs_table --data-root {sweep}/data --output {out}")
 
     # the default sweep's complete unpruned run is read, not run again
     (sweep / "easyvqa" / "none-0").mkdir(parents=True)

@@ -1,19 +1,23 @@
-"""The table of experiments/toy/in_llm_baselines.sh: one row per run named on stdin (tab-separated:
-benchmark, method, reduction ratio, run folder, note), each headline with the sweep's 95% bootstrap
-interval (llava_patch.eval.sweep's row: the same metric, interval and measured tokens as `make
-reproduce`), the printed and measured visual tokens, what was fitted, and % of the unpruned row.
-Writes OUTPUT/results.csv and OUTPUT/results.md (new content replaces the table, never a run)."""
+"""A table of runs whose method used a file fitted on calibration data (FitPrune's recipe, SparseVLM's
+settings), as `experiments/toy/in_llm_baselines.sh` writes it:
+
+    python -m llava_patch.eval.fitted_runs_table --data-root DATA --output DIR < runs.tsv
+
+One row per run named on stdin (tab-separated: benchmark, method, reduction ratio, run folder, note),
+each headline with the sweep's 95% bootstrap interval (`sweep.run_row`: the same metric, interval and
+measured tokens as `make reproduce`), the printed and measured (final and layer-mean) visual tokens,
+what was fitted, and % of the unpruned row. Writes DIR/results.csv and DIR/results.md (the table is
+rewritten; no run is touched)."""
 
 import argparse
 import csv
 import io
-import json
 import sys
 from pathlib import Path
 
-from llava_patch.eval.files import read_json, write_atomic
-from llava_patch.eval.runner import MANIFEST
-from llava_patch.eval.sweep import _row
+from .files import read_json, write_atomic
+from .runner import MANIFEST
+from .sweep import run_row
 
 
 def fitted(manifest: dict) -> str:
@@ -46,7 +50,7 @@ def main() -> int:
         if not line.strip():
             continue
         benchmark, method, ratio, run, note = (line.split("\t") + [""])[:5]
-        row = _row(benchmark, method, float(ratio), Path(run), Path(args.data_root), partial=False)
+        row = run_row(benchmark, method, float(ratio), Path(run), Path(args.data_root), partial=False)
         manifest = read_json(Path(run) / MANIFEST)
         layer_mean = (manifest.get("measured_equivalent_visual_tokens") or {}).get("mean")
         rows.append({"benchmark": benchmark, "method": method, "reduction_ratio": float(ratio),
