@@ -312,18 +312,23 @@ def _train_toy(args: argparse.Namespace) -> int:
     return 0
 
 
-# fitprune-recipe ----------------------------------------------------------------------------------
-def _fitprune_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+# fitprune-recipe, sparsevlm-calibrate: fitted on calibration questions ----------------------------
+def _calibration_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and calibration questions both fitting commands take, and their --limit and --device."""
     parser.add_argument("--model", required=True, help="checkpoint directory or hub id (e.g. liuhaotian/llava-v1.5-7b)")
     parser.add_argument("--backend", choices=("hf", "llava"), default="hf")
     parser.add_argument("--data", required=True, help="calibration questions: LLaVA's question JSONL "
                                                       "({question_id, image, text} per line)")
     parser.add_argument("--image-folder", required=True, help="the folder the questions' image paths are relative to")
+    parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--device", help="default: cuda when available, else cpu")
+
+
+def _fitprune_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    _calibration_arguments(parser)
     parser.add_argument("--reduction-ratio", type=float, required=True,
                         help="the FLOPs reduction to fit for, a fraction in [0, 1) (e.g. 0.9)")
     parser.add_argument("--output", required=True, help="the recipe JSON to write (a new file; never overwritten)")
-    parser.add_argument("--limit", type=int, help="only the first N questions")
-    parser.add_argument("--device", help="default: cuda when available, else cpu")
     parser.add_argument("--tolerance", type=float, default=0.01, help="the bisection's final alpha bracket (FitPrune: 0.01)")
     parser.epilog = "FitPrune's statistical analysis (docs/fitprune.md); load the result with llava_patch.calibration.load_recipe."
 
@@ -341,19 +346,12 @@ def _fitprune_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
-# sparsevlm-calibrate ------------------------------------------------------------------------------
 def _sparsevlm_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="checkpoint directory or hub id (e.g. liuhaotian/llava-v1.5-7b)")
-    parser.add_argument("--backend", choices=("hf", "llava"), default="hf")
-    parser.add_argument("--data", required=True, help="calibration questions: LLaVA's question JSONL "
-                                                      "({question_id, image, text} per line)")
-    parser.add_argument("--image-folder", required=True, help="the folder the questions' image paths are relative to")
+    _calibration_arguments(parser)
     parser.add_argument("--keep", type=int, required=True,
                         help="the target: mean layer-averaged visual tokens per sample (FasterVLM's \"# Token\", e.g. 432)")
     parser.add_argument("--output", required=True, help="the settings JSON to write (a new file; never overwritten)")
     parser.add_argument("--bias", type=float, default=0.0, help="SparseVLM's bias, held fixed while scale is searched (default 0)")
-    parser.add_argument("--limit", type=int, help="only the first N questions")
-    parser.add_argument("--device", help="default: cuda when available, else cpu")
     parser.add_argument("--batch-size", type=int, default=8, help="questions per forward pass (default 8)")
     parser.add_argument("--tolerance", type=float, default=0.005,
                         help="stop when the mean is within this fraction of --keep (default 0.005)")

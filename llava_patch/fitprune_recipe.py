@@ -20,7 +20,7 @@ File format (`FORMAT`, version 1), one JSON object:
     flops_reduction_forecast            1 − FLOPs(recipe)/FLOPs(N tokens), by FitPrune's formula
     model                               {name, source, backend, layers, hidden_size, intermediate_size,
                                          visual_tokens, fingerprint, dtype}
-    calibration                         {file, file_resolved, sha256, samples, question_ids, image_folder,
+    calibration                         {file, sha256, samples, question_ids, image_folder,
                                          limit, image_start, prompt} or null (unknown: the published recipes)
     fitting                             {alpha, reached, tolerance, algorithm, trials: [...],
                                          weight_sums_mean} or null
@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from .fitted_files import check_format, read_fitted, write_new
 
 FORMAT = "llava_patch.fitprune_recipe"
 FORMAT_VERSION = 1
@@ -157,15 +159,7 @@ class Recipe:
 
     def save(self, path: str | Path) -> Path:
         """Write the recipe to a new file (an existing one is never overwritten)."""
-        path = Path(path)
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(path, "x") as file:
-                file.write(text)
-        except FileExistsError:
-            raise FileExistsError(f"{path}: already exists; the recipe is not overwritten (choose a new --output)") from None
-        return path
+        return write_new(path, self.to_dict(), "the recipe is")
 
 
 _OPTIONAL = ("model", "calibration", "fitting", "source", "versions", "date", "device", "command")
@@ -173,13 +167,7 @@ _OPTIONAL = ("model", "calibration", "fitting", "source", "versions", "date", "d
 
 def recipe_from_dict(data: Any, where: str) -> Recipe:
     """Validate a recipe object; errors name `where` (the file) and the field."""
-    if not isinstance(data, dict):
-        raise RecipeError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    if data.get("format") != FORMAT:
-        raise RecipeError(f"{where}: field 'format' is {data.get('format')!r}, expected {FORMAT!r}")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise RecipeError(f"{where}: field 'format_version' is {data.get('format_version')!r}; this version of "
-                          f"llava_patch reads version {FORMAT_VERSION}")
+    check_format(data, where, FORMAT, FORMAT_VERSION, RecipeError)
     for name in ("delete", "flops_reduction_target", "visual_tokens"):
         if name not in data:
             raise RecipeError(f"{where}: missing field {name!r}")
@@ -211,16 +199,7 @@ def recipe_from_dict(data: Any, where: str) -> Recipe:
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read a recipe file written by `llava-patch fitprune-recipe` (or by hand in the same format)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such FitPrune recipe file") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise RecipeError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
-    return recipe_from_dict(data, str(path))
+    return recipe_from_dict(read_fitted(path, RecipeError, "no such FitPrune recipe file"), str(path))
 
 
 def published_recipes_data() -> dict[str, Any]:

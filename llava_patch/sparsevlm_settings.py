@@ -18,7 +18,7 @@ File format (`FORMAT`, version 1), one JSON object:
     pruning_layers             the decoder layers SparseVLM pruned after, on this model
     options                    further `apply` options used (e.g. LLaVA-NeXT's mode, SparseVLM's layers)
     model                      {name, source, backend, layers, visual_tokens, fingerprint, dtype}
-    calibration                {file, file_resolved, sha256, samples, question_ids, image_folder, limit,
+    calibration                {file, sha256, samples, question_ids, image_folder, limit,
                                 batch_size, prompt}
     trials                     [{scale, mean_layer_visual_tokens, mean_final_visual_tokens}] in search order
     versions, date, device, command   provenance
@@ -26,11 +26,12 @@ File format (`FORMAT`, version 1), one JSON object:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .fitted_files import check_format, read_fitted
 
 FORMAT = "llava_patch.sparsevlm_settings"
 FORMAT_VERSION = 1
@@ -60,13 +61,7 @@ class SparseVLMSettings:
 
 def settings_from_dict(data: Any, where: str) -> SparseVLMSettings:
     """Validate a settings object; errors name `where` (the file) and the field."""
-    if not isinstance(data, dict):
-        raise SettingsError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    if data.get("format") != FORMAT:
-        raise SettingsError(f"{where}: field 'format' is {data.get('format')!r}, expected {FORMAT!r}")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise SettingsError(f"{where}: field 'format_version' is {data.get('format_version')!r}; this version of "
-                            f"llava_patch reads version {FORMAT_VERSION}")
+    check_format(data, where, FORMAT, FORMAT_VERSION, SettingsError)
     if data.get("method") != "sparsevlm":
         raise SettingsError(f"{where}: field 'method' is {data.get('method')!r}, expected 'sparsevlm'")
     for name in ("keep", "scale", "bias"):
@@ -94,16 +89,6 @@ def settings_from_dict(data: Any, where: str) -> SparseVLMSettings:
 
 def load_sparsevlm_settings(path: str | Path) -> SparseVLMSettings:
     """Read a settings file written by `llava-patch sparsevlm-calibrate`."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such SparseVLM settings file (make one with `llava-patch "
-                                "sparsevlm-calibrate`)") from None
-    except IsADirectoryError:
-        raise SettingsError(f"{path}: a directory, not a SparseVLM settings file") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise SettingsError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    data = read_fitted(path, SettingsError,
+                       "no such SparseVLM settings file (make one with `llava-patch sparsevlm-calibrate`)")
     return settings_from_dict(data, str(path))

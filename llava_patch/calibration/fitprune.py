@@ -408,7 +408,7 @@ def generate_recipe(model: str, data: str | Path, image_folder: str | Path, redu
                "hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size,
                "visual_tokens": samples[0].visual_tokens, "fingerprint": weights_fingerprint(model),
                "dtype": str(next(llm.parameters()).dtype).replace("torch.", "")},
-        calibration={"file": str(data), "file_resolved": str(Path(data).resolve()), "sha256": sha256(data),
+        calibration={"file": str(data), "sha256": sha256(data),
                      "samples": len(samples), "question_ids": [sample.question_id for sample in samples],
                      "image_folder": str(image_folder), "limit": limit, "image_start": starts,
                      "prompt": "vicuna_v1 (= LLaVA's llava_v1), '<image>\\n' before the text"},

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..fitted_files import write_new
 from ..sparsevlm_settings import FORMAT, FORMAT_VERSION
 
 DEFAULT_TOLERANCE = 0.005  # relative to the target
@@ -263,7 +264,7 @@ def calibrate(model: str, data: str | Path, image_folder: str | Path, keep: int,
         "model": {"name": paper_model(model), "source": str(model), "backend": backend, "layers": counter.num_layers,
                   "visual_tokens": visual_tokens[0] if len(visual_tokens) == 1 else visual_tokens,
                   "fingerprint": weights_fingerprint(model), "dtype": str(parameter.dtype).replace("torch.", "")},
-        "calibration": {"file": str(data), "file_resolved": str(Path(data).resolve()), "sha256": sha256(data),
+        "calibration": {"file": str(data), "sha256": sha256(data),
                         "samples": len(questions), "question_ids": [q["question_id"] for q in questions],
                         "image_folder": str(image_folder), "limit": limit, "batch_size": batch_size, "prompt": PROMPT},
         "trials": [trial.record() for trial in result.trials],
@@ -279,15 +280,7 @@ def calibrate(model: str, data: str | Path, image_folder: str | Path, keep: int,
 
 def save_settings(settings: dict, path: str | Path) -> Path:
     """Write settings to a new file (an existing one is never overwritten)."""
-    path = Path(path)
-    text = json.dumps(settings, indent=2) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(path, "x") as file:
-            file.write(text)
-    except FileExistsError:
-        raise FileExistsError(f"{path}: already exists; the settings are not overwritten (choose a new --output)") from None
-    return path
+    return write_new(path, settings, "the settings are")
 
 
 def _command(model, backend, data, image_folder, keep, output, bias, limit, device, batch_size, tolerance, options) -> str:

@@ -10,14 +10,12 @@ what was fitted, and % of the unpruned row. Writes DIR/results.csv and DIR/resul
 rewritten; no run is touched)."""
 
 import argparse
-import csv
-import io
 import sys
 from pathlib import Path
 
 from .files import read_json, write_atomic
 from .runner import MANIFEST
-from .sweep import run_row
+from .sweep import add_percent_of_unpruned, run_row, value_cells, write_csv
 
 
 def fitted(manifest: dict) -> str:
@@ -60,24 +58,14 @@ def main() -> int:
                      "layer_mean_visual_tokens_mean": layer_mean if layer_mean is not None else row["visual_tokens_mean"],
                      "questions": row["questions"], "metric": row["metric"], "value": row["value"],
                      "ci95_low": row["ci95_low"], "ci95_high": row["ci95_high"], "note": note, "run": run})
-    unpruned = {row["benchmark"]: row["value"] for row in rows if row["method"] == "none"}
-    for row in rows:
-        base = unpruned.get(row["benchmark"])
-        row["percent_of_unpruned"] = round(100 * row["value"] / base, 1) if row["value"] is not None and base else None
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    add_percent_of_unpruned(rows, lambda row: row["method"] == "none")
     output = Path(args.output)
-    write_atomic(output / "results.csv", table.getvalue())
+    write_csv(rows, output / "results.csv")
     lines = ["| benchmark | method | pruned | tokens (printed) | visual tokens: final / layer mean (measured) | "
              "questions | metric | value [95% CI] | % of unpruned | fitted |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        value = "—" if row["value"] is None else f"{row['value']:.1f}"
-        if row["ci95_low"] is not None:
-            value += f" [{row['ci95_low']:.1f}, {row['ci95_high']:.1f}]"
-        share = "—" if row["percent_of_unpruned"] is None else f"{row['percent_of_unpruned']:.1f}"
+        value, share = value_cells(row)
         printed = "—" if row["printed_tokens"] is None else str(row["printed_tokens"])
         what = "; ".join(part for part in (row["fitted"], row["note"]) if part)
         lines.append(f"| {row['benchmark']} | {row['method']} | {row['reduction_ratio']:.0%} | {printed} | "

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Callable
 
 from .. import method_info, methods as registered_methods
 from .benchmarks import get_benchmark
@@ -113,24 +114,37 @@ def run_row(benchmark: str, method: str, ratio: float, output: Path, data_root: 
             "model": manifest["model"], "run": str(output)}
 
 
-def _write_tables(rows: list[dict], output_root: Path) -> None:
-    unpruned = {row["benchmark"]: row["value"] for row in rows if row["method"] != NO_IMAGE
-                and not method_info(row["method"]).takes_budget}
+def add_percent_of_unpruned(rows: list[dict], unpruned: Callable[[dict], bool]) -> None:
+    """Set each row's `percent_of_unpruned`: its value over that of its benchmark's `unpruned` row."""
+    base = {row["benchmark"]: row["value"] for row in rows if unpruned(row)}
     for row in rows:
-        base = unpruned.get(row["benchmark"])
-        row["percent_of_unpruned"] = round(100 * row["value"] / base, 1) if row["value"] is not None and base else None
+        reference = base.get(row["benchmark"])
+        row["percent_of_unpruned"] = round(100 * row["value"] / reference, 1) if row["value"] is not None and reference else None
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(output_root / "results.csv", table.getvalue())
+    write_atomic(path, table.getvalue())
+
+
+def value_cells(row: dict) -> tuple[str, str]:
+    """A row's "value [95% CI]" and "% of unpruned" as the Markdown tables print them."""
+    value = "—" if row["value"] is None else f"{row['value']:.1f}"
+    if row["ci95_low"] is not None:
+        value += f" [{row['ci95_low']:.1f}, {row['ci95_high']:.1f}]"
+    return value, "—" if row["percent_of_unpruned"] is None else f"{row['percent_of_unpruned']:.1f}"
+
+
+def _write_tables(rows: list[dict], output_root: Path) -> None:
+    add_percent_of_unpruned(rows, lambda row: row["method"] != NO_IMAGE and not method_info(row["method"]).takes_budget)
+    write_csv(rows, output_root / "results.csv")
     lines = ["| benchmark | method | pruned | visual tokens (mean) | questions | metric | value [95% CI] | % of unpruned |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        value = "—" if row["value"] is None else f"{row['value']:.1f}"
-        if row["ci95_low"] is not None:
-            value += f" [{row['ci95_low']:.1f}, {row['ci95_high']:.1f}]"
-        share = "—" if row["percent_of_unpruned"] is None else f"{row['percent_of_unpruned']:.1f}"
+        value, share = value_cells(row)
         lines.append(f"| {row['benchmark']} | {row['method']} | {row['reduction_ratio']:.0%} | "
                      f"{row['visual_tokens_mean']:.1f} | {row['questions']} | {row['metric']} | {value} | {share} |")
     lines.append("")

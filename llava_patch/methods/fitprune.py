@@ -80,10 +80,10 @@ class FitPrune(PruningMethod):
 
     def layer_schedule(self, visual_tokens: int, num_layers: int) -> list[int]:
         """Each layer's input; the layer runs whole on it (its deletions leave after it)."""
-        counts, left = [], visual_tokens
+        counts, left, pruning = [], visual_tokens, self.pruning_layers(num_layers)
         for layer in range(num_layers):
             counts.append(left)
-            if layer in self.pruning_layers(num_layers):
+            if layer in pruning:
                 left = max(0, left - self.recipe.delete[layer])
         return counts
 

@@ -2,6 +2,7 @@
 
 import ast
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 from llava_patch.calibration import Recipe, RecipeError, load_recipe, published_ratios, published_recipe
 from llava_patch.fitprune_recipe import recipe_from_dict
 
-MIRROR = Path("/work/.mirror/ywh187+FitPrune/repo")  # a fetched bare copy of ywh187/FitPrune, where present
+# a git copy of ywh187/FitPrune (a clone, or a bare mirror), where the tester has one
+MIRROR = Path(os.environ.get("FITPRUNE_REPO", "no-fitprune-repo"))
 AUTHORS_FILE = "LLaVA_1.5/llava/model/language_model/modeling_llama.py"
 
 
@@ -121,7 +123,7 @@ def _authors_schemes(source: str) -> dict[int, tuple[int, list[int]]]:
 
 def test_transcription_matches_the_authors_file():
     if not MIRROR.exists():
-        pytest.skip("no fetched copy of ywh187/FitPrune")
+        pytest.skip("no copy of ywh187/FitPrune: set FITPRUNE_REPO to one to compare with the authors' file")
     source = subprocess.run(["git", "-C", str(MIRROR), "show", f"d28e418c920912b20dc888325651ecc6e214e6a1:{AUTHORS_FILE}"],
                             capture_output=True, text=True)
     if source.returncode:
